@@ -41,7 +41,7 @@ class Problems:
     def add(self, line: int | None, message: str) -> None:
         self.items.append(Problem(self.file, line, message))
 
-    def extend(self, other: "Problems | list[Problem]") -> None:
+    def extend(self, other: Problems | list[Problem]) -> None:
         self.items.extend(other.items if isinstance(other, Problems) else other)
 
     def __bool__(self) -> bool:

@@ -78,7 +78,7 @@ class GitTree:
     entries: dict  # path relative to the catalogue -> (mode, blob)
 
     @classmethod
-    def at(cls, folder: Path, rev: str) -> "GitTree":
+    def at(cls, folder: Path, rev: str) -> GitTree:
         """Open ``folder`` as it was at ``rev``; InputError when either is not git's."""
         top = _git(folder, "rev-parse", "--show-toplevel",
                    error=f"{folder} is not inside a git repository, so --changed-from cannot "
@@ -119,7 +119,8 @@ class GitTree:
 
 def _git(cwd: Path, *args: str, error: str) -> str:
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              check=False)
     except FileNotFoundError:
         raise InputError([Problem("git", None, "git is not installed; install it to use "
                                   "--changed-from")]) from None
