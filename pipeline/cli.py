@@ -42,8 +42,9 @@ def make_plan(matrix: Path, mode: str, changed_from: str | None = None,
         raise InputError([Problem("--changed-from", None, "nightly considers every cell; "
                                   "leave --changed-from out or use --mode main")])
     folder = matrix.parent
-    catalogue = load_catalogue(WorkTree(folder), matrix.name, display=str(matrix))
-    jobs = build_plan(catalogue, WorkTree(folder))
+    tree = WorkTree(folder)
+    catalogue = load_catalogue(tree, matrix.name, display=str(matrix))
+    jobs = build_plan(catalogue, tree)
     baseline = load_baseline(folder, matrix.name, changed_from) if changed_from else None
     jobs = decide(jobs, mode, baseline)
     return select(jobs, globs) if globs else jobs
