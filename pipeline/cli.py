@@ -2,22 +2,32 @@
 
     python -m pipeline plan [--matrix FILE] [--mode pr|main|nightly] [--changed-from REF]
                             [--select GLOBS] [--format table|json]
+    python -m pipeline run  [same as plan] [--stages STAGES] [-j N] [--out DIR]
+    python -m pipeline lab  up|status|down
 
-Exit codes: 0 success, 2 bad input (every problem printed as FILE:LINE: message).
+Exit codes: 0 success, 1 a job failed (run) or the lab is not ready (lab status),
+2 bad input (every problem printed as FILE:LINE: message).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from rich.console import Console
+
+from pipeline import runner
 from pipeline.catalogue import load_catalogue
 from pipeline.changes import MODES, decide, load_baseline
+from pipeline.lab import lab
 from pipeline.plan import Job, build_plan
 from pipeline.problems import InputError, Problem
 from pipeline.report import plan_json, plan_table
 from pipeline.select import parse_globs, select
+from pipeline.settings import Settings
+from pipeline.summary import print_summary, write_summary
 from pipeline.tree import WorkTree
 
 
@@ -60,18 +70,70 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    unknown = [s for s in stages if s not in runner.STAGES]
+    if unknown or not stages:
+        raise InputError([Problem("--stages", None, f"unknown stage(s) {', '.join(unknown)}; "
+                                  f"the stages are {', '.join(runner.STAGES)}")])
+    if args.jobs < 1:
+        raise InputError([Problem("-j", None, "give at least 1 job at a time")])
+    matrix = Path(args.matrix)
+    jobs = make_plan(matrix, args.mode, args.changed_from,
+                     parse_globs(args.select) if args.select else None)
+    settings = _settings(args)
+    console = Console(stderr=False, highlight=False)
+    run = runner.Run(settings, matrix.resolve().parent, stages, args.jobs, console)
+    outcomes = run.execute(jobs)
+    summary = settings.out_dir / "summary.json"
+    write_summary(outcomes, summary)
+    print_summary(outcomes, console, summary)
+    return 0 if all(o.result != "failed" for o in outcomes) else 1
+
+
+def _lab(args: argparse.Namespace) -> int:
+    action = {"up": lab.up, "status": lab.status, "down": lab.down}[args.action]
+    try:
+        return action(_settings(args))
+    except (RuntimeError, OSError) as err:
+        print(f"lab {args.action}: {err}", file=sys.stderr)
+        return 1
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env(Path.cwd())
+    if getattr(args, "out", None):
+        settings = replace(settings, out_dir=Path(args.out))
+    return settings
+
+
+def _plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--matrix", default="matrix.yaml", help="catalogue file (matrix.yaml)")
+    parser.add_argument("--mode", choices=MODES, default="pr",
+                        help="pr: build and test; main: also publish; nightly: every cell")
+    parser.add_argument("--changed-from", metavar="REF",
+                        help="build only cells whose inputs changed since this git revision")
+    parser.add_argument("--select", metavar="GLOBS",
+                        help="comma-separated fnmatch globs over job ids; needed jobs come along")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline",
                                      description="HPC container image factory")
     sub = parser.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="expand matrix.yaml into the ordered build plan")
-    plan.add_argument("--matrix", default="matrix.yaml", help="catalogue file (matrix.yaml)")
-    plan.add_argument("--mode", choices=MODES, default="pr",
-                      help="pr: build and test; main: also publish; nightly: consider every cell")
-    plan.add_argument("--changed-from", metavar="REF",
-                      help="build only cells whose inputs changed since this git revision")
-    plan.add_argument("--select", metavar="GLOBS",
-                      help="comma-separated fnmatch globs over job ids; needed jobs come along")
+    _plan_arguments(plan)
     plan.add_argument("--format", choices=("table", "json"), default="table")
     plan.set_defaults(func=_plan)
+    run = sub.add_parser("run", help="run the plan's jobs through the stages")
+    _plan_arguments(run)
+    run.add_argument("--stages", default=",".join(runner.STAGES),
+                     help=f"comma-separated stages to run (of {', '.join(runner.STAGES)})")
+    run.add_argument("-j", "--jobs", type=int, default=runner.default_workers(),
+                     help="jobs at a time (default: the number of cores)")
+    run.add_argument("--out", help="output folder (default: out/, or PIPELINE_OUT_DIR)")
+    run.set_defaults(func=_run)
+    lab_parser = sub.add_parser("lab", help="bring up, show or stop the local lab")
+    lab_parser.add_argument("action", choices=("up", "status", "down"))
+    lab_parser.set_defaults(func=_lab)
     return parser

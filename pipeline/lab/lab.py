@@ -1,0 +1,145 @@
+"""``lab up|status|down``: bring up, report and stop the local lab."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import dockerhost, registry
+from pipeline.lab import host, process
+from pipeline.settings import Settings
+
+DOCKERD_ARGS = ("dockerd", "--iptables=false", "--ip-masq=false", "--bridge=none")
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    root: Path
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+
+def is_local(address: str) -> bool:
+    host_part = address.rsplit(":", 1)[0]
+    return host_part in ("localhost", "[::1]") or host_part.startswith("127.")
+
+
+def up(settings: Settings, out=sys.stdout) -> int:
+    """Bring up what is missing; 0 when everything answers, 2 when the host cannot be set up."""
+    paths = LabPaths(settings.lab_dir)
+    console = Console(file=out, highlight=False)
+    needs = host.missing()
+    if needs:
+        packages = sorted({p for n in needs for p in n.packages})
+        if not host.can_apt():
+            console.print("The lab needs: " + "; ".join(n.what for n in needs) + ".\n"
+                          "This host has no apt-get or this is not root, so install them "
+                          f"yourself (Debian/Ubuntu names: {' '.join(packages)}), then rerun "
+                          "`python -m pipeline lab up`.")
+            return 2
+        console.print(f"installing with apt: {' '.join(packages)}")
+        host.apt_install(packages, paths.logs / "apt.log")
+    _ensure_docker(paths, console)
+    _ensure_registry(settings, paths, console)
+    for arch in ("amd64", "arm64"):
+        if arch != host.host_arch():
+            host.enable_binfmt(arch)
+            console.print(f"qemu for {arch}: {host.binfmt_state(arch)}")
+    client = dockerhost.find_build_client(settings)
+    console.print(f"builder: {client.kind} ({client.path}, client {client.version})")
+    return 0
+
+
+def _ensure_docker(paths: LabPaths, console: Console) -> None:
+    if dockerhost.daemon_version():
+        console.print(f"docker daemon: running ({dockerhost.daemon_version()})")
+        return
+    service = process.Service("dockerd", DOCKERD_ARGS,
+                              ready=lambda: dockerhost.daemon_version() is not None)
+    pid = process.start(service, paths.run, paths.logs)
+    console.print(f"docker daemon: started (pid {pid}, log {paths.logs / 'dockerd.log'})")
+
+
+def _ensure_registry(settings: Settings, paths: LabPaths, console: Console) -> None:
+    address = settings.registry
+    if registry.answers(address):
+        console.print(f"registry {address}: answering")
+        return
+    if not is_local(address):
+        raise RuntimeError(f"registry {address} does not answer, and it is not on this host "
+                           "for the lab to start; check PIPELINE_REGISTRY")
+    paths.registry_dir.mkdir(parents=True, exist_ok=True)
+    config = paths.registry_dir / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: info}\n"
+        f"storage:\n  filesystem: {{rootdirectory: {paths.registry_dir / 'data'}}}\n"
+        "  delete: {enabled: true}\n"
+        f"http: {{addr: '{address}'}}\n")
+    service = process.Service("registry", ("docker-registry", "serve", str(config)),
+                              ready=lambda: registry.answers(address))
+    pid = process.start(service, paths.run, paths.logs)
+    console.print(f"registry {address}: started (pid {pid}, data {paths.registry_dir / 'data'})")
+
+
+def status(settings: Settings, out=sys.stdout) -> int:
+    """A table of what runs, what is missing and the versions; 0 when all is ready."""
+    paths = LabPaths(settings.lab_dir)
+    rows = []
+    daemon = dockerhost.daemon_version()
+    started = process.running_pid(paths.run, "dockerd")
+    rows.append(("docker daemon", bool(daemon), f"{daemon} " + (
+        f"(started by the lab, pid {started})" if started else "(not started by the lab)")
+        if daemon else "not reachable"))
+    try:
+        client = dockerhost.find_build_client(settings)
+        rows.append(("builder", True, f"{client.kind}: {client.path} client {client.version}"))
+    except dockerhost.DockerUnavailable as err:
+        rows.append(("builder", False, str(err)))
+    answering = registry.answers(settings.registry)
+    pid = process.running_pid(paths.run, "registry")
+    rows.append(("registry", answering, f"{settings.registry} " + (
+        "answering" + (f" (started by the lab, pid {pid})" if pid else "") if answering
+        else "not answering")))
+    for arch in ("amd64", "arm64"):
+        if arch != host.host_arch():
+            state = host.binfmt_state(arch)
+            rows.append((f"qemu {arch}", bool(state and state.startswith("enabled")),
+                         state or "not registered"))
+    boot = host.tool_version(["mmdebstrap", "--version"])
+    rows.append(("mmdebstrap", boot is not None, boot or "missing"))
+    rows.append(("apptainer", False, "not set up yet (the convert stage brings it)"))
+    table = Table(title=f"lab ({paths.root})")
+    for column in ("component", "ready", "details"):
+        table.add_column(column)
+    for name, ok, details in rows:
+        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", details)
+    Console(file=out, width=None if out.isatty() else 140).print(table)
+    return 0 if all(ok for name, ok, _ in rows if name != "apptainer") else 1
+
+
+def down(settings: Settings, out=sys.stdout) -> int:
+    paths = LabPaths(settings.lab_dir)
+    for name in ("registry", "dockerd"):
+        stopped = process.stop(paths.run, name)
+        print(f"{name}: {'stopped' if stopped else 'not started by the lab, left alone'}",
+              file=out)
+    return 0

@@ -1,0 +1,172 @@
+"""OS base images: what ``base`` recipes build FROM, pinned by digest.
+
+* A ``bootstrap`` OS is made here: ``mmdebstrap`` writes a root filesystem tarball (cached
+  under the lab folder, remade after ``PIPELINE_OS_MAX_AGE_DAYS``), a ``FROM scratch`` /
+  ``ADD rootfs.tar /`` build with ``--platform`` gives it the right architecture (``docker
+  import`` would record the host's), and it is pushed to the lab registry.
+* An ``image`` OS is pulled for the arch through ``PIPELINE_MIRRORS`` (air-gapped sites map
+  ``docker.io`` to their mirror) and copied into the lab registry, so every build uses one
+  pinned, local digest.
+
+Either way the result carries ``content_id``: what changes when upstream changes (the
+rootfs tarball's sha256, or the upstream manifest digest).  It is folded into the build_id
+of every job built on that OS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import registry
+from pipeline.dockerhost import BuildClient, inspect_image, pull, push
+from pipeline.settings import Settings
+from pipeline.shell import run_logged
+
+OS_REPOSITORY = "factory/os"
+
+
+class BaseNotFound(RuntimeError):
+    """The OS base image cannot be made or pulled; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class OsBase:
+    os: str
+    arch: str
+    name: str  # human reference for the base.name label
+    reference: str  # what FROM uses: REGISTRY/factory/os@sha256:...
+    digest: str  # sha256:... of that image
+    content_id: str  # changes when upstream changes; goes into build_ids
+
+
+@dataclass
+class OsBases:
+    """Makes each (os, arch) base once per run, even when several jobs ask at the same time."""
+
+    settings: Settings
+    client: BuildClient
+    _done: dict = field(default_factory=dict)
+    _locks: dict = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, variables: dict, log) -> OsBase:
+        key = (variables["os"], variables["arch"])
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._done:
+                if variables.get("os_source") == "bootstrap":
+                    self._done[key] = self._bootstrap(variables, log)
+                else:
+                    self._done[key] = self._pull(variables, log)
+            return self._done[key]
+
+    # -- bootstrap ------------------------------------------------------------------------
+    def _bootstrap(self, v: dict, log) -> OsBase:
+        arch, suite, mirror = v["arch"], v["os_suite"], v["os_mirror"]
+        tarball = self._rootfs(v["os"], arch, suite, mirror, log)
+        content = _sha256_file(tarball)
+        tag = f"{v['os']}-{arch}-{content[:16]}"
+        reg = self.settings.registry
+        digest = registry.manifest_digest(reg, OS_REPOSITORY, tag)
+        if digest is None:
+            log(f"os base {v['os']}/{arch}: building image from {tarball.name}")
+            with tempfile.TemporaryDirectory(dir=tarball.parent) as context:
+                os.link(tarball, Path(context) / "rootfs.tar")
+                (Path(context) / "Dockerfile").write_text(
+                    "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n")
+                ref = f"{reg}/{OS_REPOSITORY}:{tag}"
+                run_logged([*self.client.build_argv(), "--platform", f"linux/{arch}", "-t", ref,
+                      context], log, env=self.client.env())
+                push(self.client.path, ref, log)
+            digest = registry.manifest_digest(reg, OS_REPOSITORY, tag)
+            if digest is None:
+                raise BaseNotFound(f"pushed {reg}/{OS_REPOSITORY}:{tag} but the registry does "
+                                   "not list it")
+        name = f"{reg}/{OS_REPOSITORY}:{tag}"
+        return OsBase(v["os"], arch, name, f"{reg}/{OS_REPOSITORY}@{digest}", digest,
+                      f"sha256:{content}")
+
+    def _rootfs(self, os_key: str, arch: str, suite: str, mirror: str, log) -> Path:
+        recipe = hashlib.sha256(f"minbase|{suite}|{mirror}|{arch}".encode()).hexdigest()[:12]
+        cache = self.settings.lab_dir / "cache" / "rootfs"
+        cache.mkdir(parents=True, exist_ok=True)
+        tarball = cache / f"{os_key}-{arch}-{recipe}.tar"
+        max_age = self.settings.os_max_age_days * 86400
+        if tarball.exists() and time.time() - tarball.stat().st_mtime < max_age:
+            return tarball
+        if not shutil.which("mmdebstrap"):
+            raise BaseNotFound(f"os {os_key} is bootstrapped with mmdebstrap, which is not "
+                               "installed; run `python -m pipeline lab up`")
+        log(f"os base {os_key}/{arch}: mmdebstrap {suite} from {mirror}")
+        partial = tarball.with_suffix(".partial.tar")
+        # A fixed SOURCE_DATE_EPOCH makes the tarball depend only on the package versions.
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "0"}
+        try:
+            run_logged(["mmdebstrap", "--variant=minbase", f"--architectures={arch}",
+                  "--aptopt=Acquire::Check-Valid-Until \"false\"", suite, str(partial), mirror],
+                 log, env=env)
+        except subprocess.CalledProcessError:
+            partial.unlink(missing_ok=True)
+            raise BaseNotFound(f"mmdebstrap could not bootstrap {suite} for {arch} from "
+                               f"{mirror}; see the job log") from None
+        partial.replace(tarball)
+        (tarball.parent / (tarball.name + ".sha256")).unlink(missing_ok=True)
+        return tarball
+
+    # -- registry images ------------------------------------------------------------------
+    def _pull(self, v: dict, log) -> OsBase:
+        upstream, arch = v["os_image"], v["arch"]
+        source = mirrored(upstream, self.settings.mirrors)
+        log(f"os base {v['os']}/{arch}: pulling {source} for linux/{arch}")
+        try:
+            pull(self.client.path, source, arch, log)
+        except subprocess.CalledProcessError:
+            hint = ("" if source != upstream else
+                    "; if this site has a mirror, set PIPELINE_MIRRORS="
+                    f"{_registry_of(upstream)}=<mirror host>")
+            raise BaseNotFound(f"base {source} cannot be pulled for {arch}{hint}") from None
+        upstream_digest = inspect_image(self.client.path, source,
+                                   "{{range .RepoDigests}}{{.}} {{end}}").split()
+        content = upstream_digest[0].split("@", 1)[1] if upstream_digest else inspect_image(
+            self.client.path, source, "{{.Id}}")
+        tag = f"{v['os']}-{arch}-{content.split(':')[1][:16]}"
+        reg = self.settings.registry
+        local = f"{reg}/{OS_REPOSITORY}:{tag}"
+        run_logged([self.client.path, "tag", source, local], log)
+        push(self.client.path, local, log)
+        digest = registry.manifest_digest(reg, OS_REPOSITORY, tag)
+        return OsBase(v["os"], arch, upstream, f"{reg}/{OS_REPOSITORY}@{digest}", digest, content)
+
+
+def mirrored(reference: str, mirrors: dict) -> str:
+    """``docker.io/library/x:1`` with ``{"docker.io": "m:5000"}`` -> ``m:5000/library/x:1``."""
+    source = _registry_of(reference)
+    if source in mirrors:
+        return mirrors[source] + reference[len(source):]
+    return reference
+
+
+def _registry_of(reference: str) -> str:
+    first = reference.split("/", 1)[0]
+    return first if "/" in reference and ("." in first or ":" in first) else "docker.io"
+
+
+def _sha256_file(path: Path) -> str:
+    stamp = path.parent / (path.name + ".sha256")
+    if stamp.exists() and stamp.stat().st_mtime >= path.stat().st_mtime:
+        return stamp.read_text().strip()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    stamp.write_text(digest.hexdigest())
+    return digest.hexdigest()

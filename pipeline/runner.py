@@ -1,0 +1,172 @@
+"""``run``: the plan's jobs in dependency order, N at a time, each through the stages.
+
+A job runs once every job it needs has passed; a job whose need failed is skipped with
+that reason.  Jobs the plan marked ``skip`` stay skipped, except those a job to build
+needs: they run too, and the build stage finds their image already built when it is.
+Every job writes its own log; the run ends with ``summary.json`` and a table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline import dockerhost
+from pipeline.osbase import BaseNotFound, OsBases
+from pipeline.plan import Job
+from pipeline.registry import RegistryError
+from pipeline.settings import Settings
+from pipeline.source import describe
+from pipeline.stages import build as build_stage
+
+STAGES = ("build",)
+EXPECTED_FAILURES = (build_stage.BuildFailed, BaseNotFound, dockerhost.DockerUnavailable,
+                     RegistryError)
+
+
+@dataclass
+class Outcome:
+    """What happened to one job in this run (mutable while the run goes on)."""
+
+    job: Job
+    log: Path
+    result: str = "pending"  # passed | failed | skipped
+    reason: str = ""
+    stages: dict = field(default_factory=dict)
+    built: build_stage.Built | None = None
+    sif: str | None = None
+    duration: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.job.id, "arch": self.job.arch, "result": self.result,
+            "reason": self.reason,
+            "image_digest": self.built.digest if self.built else None,
+            "sif": self.sif, "stages": self.stages, "log": str(self.log),
+            "duration": round(self.duration, 1),
+        }
+
+
+def jobs_to_run(jobs: list[Job]) -> list[Job]:
+    """Promote the ``skip`` jobs that a ``build`` job needs; they are reused when built."""
+    by_id = {j.id: j for j in jobs}
+    wanted: set[str] = set()
+    stack = [j.id for j in jobs if j.action == "build"]
+    while stack:
+        for need in by_id[stack.pop()].needs:
+            if by_id[need].action == "skip" and need not in wanted:
+                wanted.add(need)
+                stack.append(need)
+    return [replace(j, action="build", reason=f"{j.reason}; needed by a job to build "
+                    "(reused if already built)") if j.id in wanted else j for j in jobs]
+
+
+def safe_name(job_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", job_id).strip("_")
+
+
+@dataclass
+class Run:
+    settings: Settings
+    catalogue_dir: Path
+    stages: tuple
+    workers: int
+    console: Console
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def execute(self, jobs: list[Job]) -> list[Outcome]:
+        jobs = jobs_to_run(jobs)
+        log_dir = self.settings.out_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        outcomes = {j.id: Outcome(j, log_dir / f"{safe_name(j.id)}.log") for j in jobs}
+        for outcome in outcomes.values():
+            outcome.log.write_text("")
+            if outcome.job.action == "skip":
+                outcome.result, outcome.reason = "skipped", outcome.job.reason
+        todo = [o for o in outcomes.values() if o.result == "pending"]
+        if not todo:
+            return list(outcomes.values())
+        try:
+            client = dockerhost.find_build_client(self.settings)
+            dockerhost.engine()
+        except dockerhost.DockerUnavailable as err:
+            for outcome in todo:
+                outcome.result, outcome.reason = "failed", str(err)
+            self.console.print(f"[red]cannot build:[/] {err}")
+            return list(outcomes.values())
+        context = build_stage.BuildContext(self.settings, client, OsBases(self.settings, client),
+                                           describe(self.catalogue_dir), self.catalogue_dir)
+        self._schedule(todo, outcomes, context)
+        return list(outcomes.values())
+
+    def _schedule(self, todo: list[Outcome], outcomes: dict, context) -> None:
+        total = len(todo)
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            running: dict = {}
+            waiting = list(todo)
+            while waiting or running:
+                for outcome in list(waiting):
+                    needs = [outcomes[n] for n in outcome.job.needs]
+                    broken = [n for n in needs if n.result in ("failed", "skipped")]
+                    if broken:
+                        waiting.remove(outcome)
+                        outcome.result = "skipped"
+                        outcome.reason = (f"needs {broken[0].job.id}, which "
+                                          f"{'failed' if broken[0].result == 'failed' else 'was skipped'}")
+                        self._say(outcome, total, outcomes)
+                    elif all(n.result == "passed" for n in needs):
+                        waiting.remove(outcome)
+                        running[pool.submit(self._run_job, outcome, outcomes, context)] = outcome
+                        self.console.log(f"start  {outcome.job.id}")
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._say(running.pop(future), total, outcomes)
+
+    def _say(self, outcome: Outcome, total: int, outcomes: dict) -> None:
+        finished = sum(o.result != "pending" for o in outcomes.values())
+        style = {"passed": "green", "failed": "red", "skipped": "yellow"}[outcome.result]
+        first = outcome.reason.splitlines()[0] if outcome.reason else ""
+        self.console.log(f"[{style}]{outcome.result:7}[/] {outcome.job.id} "
+                         f"({outcome.duration:.0f} s) {first}  [{finished}/{len(outcomes)}]")
+
+    def _run_job(self, outcome: Outcome, outcomes: dict, context) -> None:
+        start = time.monotonic()
+        with open(outcome.log, "a", encoding="utf-8") as handle:
+            def log(line: str) -> None:
+                handle.write(line + "\n")
+                handle.flush()
+
+            log(f"job {outcome.job.id}: {outcome.job.reason}")
+            try:
+                needs = {n: outcomes[n].built for n in outcome.job.needs}
+                stage_start = time.monotonic()
+                outcome.built = build_stage.build(outcome.job, needs, context, log)
+                outcome.stages["build"] = {**outcome.built.to_json(), "result": "passed",
+                                           "duration": round(time.monotonic() - stage_start, 1)}
+                outcome.result = "passed"
+                outcome.reason = "built" if not outcome.built.cached else "already built"
+            except EXPECTED_FAILURES as err:
+                outcome.result = "failed"
+                outcome.reason = f"{err}\n    log: {outcome.log}"
+                outcome.stages.setdefault("build", {"result": "failed", "reason": str(err)})
+                log(f"FAILED: {err}")
+            except Exception as err:  # noqa: BLE001 - a bug or an unforeseen outside error: keep the others going
+                outcome.result = "failed"
+                outcome.reason = f"internal error: {err!r}; see {outcome.log}"
+                log(traceback.format_exc())
+            finally:
+                outcome.duration = time.monotonic() - start
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,64 @@
+"""Settings that come from the environment, read once into a frozen dataclass.
+
+| variable | default | meaning |
+|---|---|---|
+| ``PIPELINE_REGISTRY`` | ``127.0.0.1:5000`` | the local target: lab registry host:port |
+| ``PIPELINE_LAB_DIR`` | ``<checkout>/.lab`` | lab state: pids, logs, caches |
+| ``PIPELINE_OUT_DIR`` | ``<checkout>/out`` | run output: summary.json, logs |
+| ``PIPELINE_BUILDER`` | ``auto`` | ``buildx``, ``buildkit`` (the daemon's BuildKit) or ``auto`` |
+| ``PIPELINE_DOCKER`` | found | the docker client to build with |
+| ``PIPELINE_MIRRORS`` | none | ``docker.io=mirror.site:5000,quay.io=...``: registry mirrors |
+| ``PIPELINE_OS_MAX_AGE_DAYS`` | ``7`` | bootstrap OS root filesystems older than this are remade |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.problems import InputError, Problem
+
+BUILDERS = ("auto", "buildx", "buildkit")
+
+
+@dataclass(frozen=True)
+class Settings:
+    checkout: Path
+    registry: str
+    lab_dir: Path
+    out_dir: Path
+    builder: str
+    docker: str | None
+    mirrors: dict
+    os_max_age_days: float
+
+    @classmethod
+    def from_env(cls, checkout: Path, env: dict | None = None) -> Settings:
+        env = os.environ if env is None else env
+        builder = env.get("PIPELINE_BUILDER", "auto")
+        if builder not in BUILDERS:
+            raise InputError([Problem("PIPELINE_BUILDER", None, f"'{builder}' is not one of "
+                                      f"{', '.join(BUILDERS)}")])
+        return cls(
+            checkout=checkout,
+            registry=env.get("PIPELINE_REGISTRY", "127.0.0.1:5000"),
+            lab_dir=Path(env.get("PIPELINE_LAB_DIR", checkout / ".lab")),
+            out_dir=Path(env.get("PIPELINE_OUT_DIR", checkout / "out")),
+            builder=builder,
+            docker=env.get("PIPELINE_DOCKER") or None,
+            mirrors=parse_mirrors(env.get("PIPELINE_MIRRORS", "")),
+            os_max_age_days=float(env.get("PIPELINE_OS_MAX_AGE_DAYS", "7")),
+        )
+
+
+def parse_mirrors(text: str) -> dict:
+    """``"docker.io=m.site:5000, quay.io=q.site"`` -> ``{"docker.io": "m.site:5000", ...}``."""
+    mirrors = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        source, sep, mirror = item.partition("=")
+        if not sep or not source or not mirror:
+            raise InputError([Problem("PIPELINE_MIRRORS", None, f"'{item}' is not REGISTRY=MIRROR, "
+                                      "e.g. docker.io=mirror.example.org:5000")])
+        mirrors[source.strip()] = mirror.strip()
+    return mirrors

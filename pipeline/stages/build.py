@@ -1,0 +1,112 @@
+"""Build stage: one job's recipe, for its arch, FROM an image pinned by digest.
+
+* ``base`` jobs build FROM their OS base image (``pipeline.osbase``); jobs with needs build
+  FROM the image their need produced, by digest, never a moving tag.
+* The job's effective build_id is its plan build_id with the digests below it folded in
+  (the OS content, or the needs' effective build_ids): a new upstream OS or a rebuilt base
+  changes it.
+* Every built image is pushed to the lab registry's staging area,
+  ``REGISTRY/factory-staging/<repository>:<build_id>-<arch>``; that is what gives it a
+  digest to build FROM.  Staging is not publishing: nothing reaches a target's
+  repositories here.  When staging already holds the build_id, nothing is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import registry
+from pipeline.dockerhost import BuildClient, inspect_image, push
+from pipeline.labels import build_args, image_labels
+from pipeline.osbase import OsBases
+from pipeline.plan import Job
+from pipeline.settings import Settings
+from pipeline.shell import Log, run_logged
+from pipeline.source import Source
+
+STAGING = "factory-staging"
+
+
+class BuildFailed(RuntimeError):
+    """The recipe did not build; the message holds the last lines of the build output."""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    settings: Settings
+    client: BuildClient
+    os_bases: OsBases
+    source: Source
+    catalogue_dir: Path
+
+
+@dataclass(frozen=True)
+class Built:
+    reference: str  # REGISTRY/factory-staging/<repository>@sha256:...
+    digest: str
+    build_id: str  # effective: plan build_id + what is below it
+    base_name: str
+    base_digest: str
+    cached: bool
+
+    def to_json(self) -> dict:
+        return {"reference": self.reference, "digest": self.digest, "build_id": self.build_id,
+                "base": f"{self.base_name}@{self.base_digest}", "cached": self.cached}
+
+
+def effective_build_id(plan_build_id: str, below: list[str]) -> str:
+    return hashlib.sha256("|".join([plan_build_id, *below]).encode()).hexdigest()
+
+
+def staging_ref(settings: Settings, job: Job, build_id: str) -> tuple[str, str]:
+    return f"{STAGING}/{job.repository}", f"{build_id[:32]}-{job.arch}"
+
+
+def build(job: Job, needs: dict, ctx: BuildContext, log: Log) -> Built:
+    """Build ``job`` (or find it already built); ``needs`` maps need ids to their Built."""
+    if job.needs:
+        need = needs[job.needs[0]]
+        base_name = job.needs[0].rsplit("@", 1)[0]
+        base_ref, base_digest = need.reference, need.digest
+        build_id = effective_build_id(job.build_id, [needs[n].build_id for n in job.needs])
+    else:
+        os_base = ctx.os_bases.get(job.variables, log)
+        base_name, base_ref, base_digest = os_base.name, os_base.reference, os_base.digest
+        build_id = effective_build_id(job.build_id, [os_base.content_id])
+    reg = ctx.settings.registry
+    repository, tag = staging_ref(ctx.settings, job, build_id)
+    found = registry.manifest_digest(reg, repository, tag)
+    if found:
+        log(f"already built: {reg}/{repository}:{tag} ({found})")
+        return Built(f"{reg}/{repository}@{found}", found, build_id, base_name, base_digest, True)
+
+    ref = f"{reg}/{repository}:{tag}"
+    argv = [*ctx.client.build_argv(), "--network", "host", "--platform", f"linux/{job.arch}",
+            "--progress", "plain", "--build-arg", f"BASE_IMAGE={base_ref}"]
+    for key, value in build_args(job).items():
+        argv += ["--build-arg", f"{key}={value}"]
+    for key, value in image_labels(job, build_id, base_name, base_digest, ctx.source).items():
+        argv += ["--label", f"{key}={value}"]
+    argv += ["-t", ref, str(ctx.catalogue_dir / job.recipe)]
+    tail: list[str] = []
+
+    def keep(line: str) -> None:
+        log(line)
+        tail.append(line)
+        del tail[:-15]
+
+    try:
+        run_logged(argv, keep, env=ctx.client.env())
+    except subprocess.CalledProcessError:
+        raise BuildFailed("docker build failed:\n    " + "\n    ".join(tail)) from None
+    arch = inspect_image(ctx.client.path, ref, "{{.Architecture}}")
+    if arch != job.arch:
+        raise BuildFailed(f"the image was built for {arch}, not {job.arch}")
+    push(ctx.client.path, ref, log)
+    digest = registry.manifest_digest(reg, repository, tag)
+    if not digest:
+        raise BuildFailed(f"pushed {ref}, but the registry does not list it")
+    return Built(f"{reg}/{repository}@{digest}", digest, build_id, base_name, base_digest, False)
