@@ -1,7 +1,8 @@
 """Sessions: the README's two commands and their helpers.
 
-    nox -s pipeline   the main job (on the local lab by default)
-    nox -s tests      the test suite
+    nox -s pipeline   the main job: lab up, then run the default selection on the lab
+    nox -s tests      the test suite (brings the lab up itself)
+    nox -s lab        `python -m pipeline lab up|status|down` (default: status)
     nox -s plan       print the build plan (arguments go to `python -m pipeline plan`)
     nox -s bench      the benchmarks under benchmarks/, each printing its figures
 """
@@ -14,6 +15,10 @@ nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
+
+# What `nox -s pipeline` builds when no --select is given: one Debian 12 base cell and
+# the LAMMPS image on it, for both arches.  The whole catalogue takes hours under QEMU.
+DEFAULT_SELECT = "sjtuhpc/hpc-app-container:lammps-gnu-2022@*"
 
 
 @nox.session
@@ -32,10 +37,18 @@ def plan(session: nox.Session) -> None:
 
 @nox.session
 def pipeline(session: nox.Session) -> None:
-    """The main job.  Until the build stage exists it plans only, and says so."""
+    """The main job: bring the lab up, then plan and run (arguments go to `pipeline run`)."""
     session.install("-e", ".")
-    session.run("python", "-m", "pipeline", "plan", *session.posargs)
-    session.log("only the plan stage exists so far: nothing was built or pushed")
+    session.run("python", "-m", "pipeline", "lab", "up")
+    args = list(session.posargs) or ["--select", DEFAULT_SELECT]
+    session.run("python", "-m", "pipeline", "run", *args)
+
+
+@nox.session
+def lab(session: nox.Session) -> None:
+    """The local lab: `nox -s lab -- up`, `-- status` (default), `-- down`."""
+    session.install("-e", ".")
+    session.run("python", "-m", "pipeline", "lab", *(session.posargs or ["status"]))
 
 
 @nox.session

@@ -16,15 +16,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from rich.console import Console
-
 from pipeline import runner
 from pipeline.catalogue import load_catalogue
 from pipeline.changes import MODES, decide, load_baseline
 from pipeline.lab import lab
 from pipeline.plan import Job, build_plan
 from pipeline.problems import InputError, Problem
-from pipeline.report import plan_json, plan_table
+from pipeline.report import make_console, plan_json, plan_table
 from pipeline.select import parse_globs, select
 from pipeline.settings import Settings
 from pipeline.summary import print_summary, write_summary
@@ -82,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     jobs = make_plan(matrix, args.mode, args.changed_from,
                      parse_globs(args.select) if args.select else None)
     settings = _settings(args)
-    console = Console(stderr=False, highlight=False)
+    console = make_console()
     run = runner.Run(settings, matrix.resolve().parent, stages, args.jobs, console)
     outcomes = run.execute(jobs)
     summary = settings.out_dir / "summary.json"

@@ -14,6 +14,14 @@ from pipeline.plan import Job
 ACTION_STYLE = {"build": "bold green", "skip": "dim"}
 
 
+def make_console(file: TextIO | None = None) -> Console:
+    """A console that wraps at 160 columns in logs and CI, and at the terminal's width."""
+    console = Console(file=file, highlight=False, log_path=False)
+    if not console.is_terminal:
+        console.width = 160
+    return console
+
+
 def plan_json(jobs: list[Job], mode: str) -> str:
     """``{"mode": ..., "jobs": [{id, image, kind, ...}, ...]}`` in dependency order."""
     return json.dumps({"mode": mode, "jobs": [j.to_json() for j in jobs]}, indent=2)
@@ -21,7 +29,7 @@ def plan_json(jobs: list[Job], mode: str) -> str:
 
 def plan_table(jobs: list[Job], mode: str, out: TextIO) -> None:
     """One table, a section per image, with each job's action and the reason for it."""
-    console = Console(file=out, width=None if out.isatty() else 160)
+    console = make_console(out)
     table = Table(title=f"plan ({mode})", show_lines=False)
     for column in ("image", "tag", "arch", "action", "reason"):
         table.add_column(column, overflow="fold")

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from pipeline import dockerhost, registry
 from pipeline.lab import host, process
+from pipeline.report import make_console
 from pipeline.settings import Settings
 
 DOCKERD_ARGS = ("dockerd", "--iptables=false", "--ip-masq=false", "--bridge=none")
@@ -45,7 +46,7 @@ def is_local(address: str) -> bool:
 def up(settings: Settings, out=sys.stdout) -> int:
     """Bring up what is missing; 0 when everything answers, 2 when the host cannot be set up."""
     paths = LabPaths(settings.lab_dir)
-    console = Console(file=out, highlight=False)
+    console = make_console(out)
     needs = host.missing()
     if needs:
         packages = sorted({p for n in needs for p in n.packages})
@@ -132,7 +133,7 @@ def status(settings: Settings, out=sys.stdout) -> int:
         table.add_column(column)
     for name, ok, details in rows:
         table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", details)
-    Console(file=out, width=None if out.isatty() else 140).print(table)
+    make_console(out).print(table)
     return 0 if all(ok for name, ok, _ in rows if name != "apptainer") else 1
 
 

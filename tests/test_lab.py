@@ -1,0 +1,90 @@
+"""The lab's own behaviour: status, idempotent up, pid-tracked services, hosts without apt."""
+
+from __future__ import annotations
+
+import io
+import socket
+import sys
+import urllib.request
+
+import pytest
+
+from pipeline.lab import host, lab, process
+from pipeline.osbase import mirrored
+from pipeline.problems import InputError
+from pipeline.settings import Settings, parse_mirrors
+from tests.lab import REPO, bring_up
+
+
+def test_up_is_idempotent_and_status_reports_everything():
+    settings = bring_up()
+    out = io.StringIO()
+    assert lab.up(settings, out) == 0
+    text = out.getvalue()
+    assert "docker daemon: running" in text or "docker daemon: started" in text
+    assert f"registry {settings.registry}: answering" in text
+    out = io.StringIO()
+    assert lab.status(settings, out) == 0
+    table = out.getvalue()
+    for component in ("docker daemon", "builder", "registry", "qemu arm64", "mmdebstrap"):
+        assert component in table
+    assert "apptainer" in table  # reported, even while it is not set up
+
+
+def test_host_without_apt_gets_instructions_and_exit_2(monkeypatch, tmp_path):
+    monkeypatch.setattr(host, "missing", lambda: [host.NEEDS[2]])
+    monkeypatch.setattr(host, "can_apt", lambda: False)
+    out = io.StringIO()
+    settings = Settings.from_env(tmp_path, {})
+    assert lab.up(settings, out) == 2
+    assert "install them yourself (Debian/Ubuntu names: docker-registry)" in out.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+        return True
+    except OSError:
+        return False
+
+
+def test_services_are_started_detached_and_stopped_by_their_pid(tmp_path):
+    port = _free_port()
+    service = process.Service("web", (sys.executable, "-m", "http.server", str(port),
+                                      "--bind", "127.0.0.1"), ready=lambda: _answers(port),
+                              timeout=20)
+    pid = process.start(service, tmp_path / "run", tmp_path / "logs")
+    assert process.running_pid(tmp_path / "run", "web") == pid
+    assert _answers(port)
+    assert process.stop(tmp_path / "run", "web") is True
+    assert not _answers(port)
+    assert process.stop(tmp_path / "run", "web") is False  # nothing of ours is left to stop
+
+
+def test_a_service_that_dies_at_once_is_reported_with_its_log(tmp_path):
+    service = process.Service("bad", (sys.executable, "-c", "import sys; sys.exit(4)"),
+                              ready=lambda: False, timeout=10)
+    with pytest.raises(RuntimeError, match="bad exited with code 4; see .*bad.log"):
+        process.start(service, tmp_path / "run", tmp_path / "logs")
+
+
+def test_registry_address_comes_from_the_environment():
+    assert Settings.from_env(REPO, {}).registry == "127.0.0.1:5000"
+    assert Settings.from_env(REPO, {"PIPELINE_REGISTRY": "127.0.0.2:5001"}).registry == "127.0.0.2:5001"
+    with pytest.raises(InputError, match="PIPELINE_BUILDER"):
+        Settings.from_env(REPO, {"PIPELINE_BUILDER": "kaniko"})
+
+
+def test_mirror_mapping():
+    mirrors = parse_mirrors("docker.io=mirror.site:5000, quay.io=q.site")
+    assert mirrored("docker.io/library/rockylinux:8", mirrors) == "mirror.site:5000/library/rockylinux:8"
+    assert mirrored("quay.io/rockylinux/rockylinux:8", mirrors) == "q.site/rockylinux/rockylinux:8"
+    assert mirrored("ghcr.io/x/y:1", mirrors) == "ghcr.io/x/y:1"
+    with pytest.raises(InputError, match="is not REGISTRY=MIRROR"):
+        parse_mirrors("docker.io")
