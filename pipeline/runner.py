@@ -18,6 +18,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from pipeline import dockerhost
 from pipeline.osbase import BaseNotFound, OsBases
@@ -109,7 +117,14 @@ class Run:
 
     def _schedule(self, todo: list[Outcome], outcomes: dict, context) -> None:
         total = len(todo)
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        # A live bar on a terminal; in CI logs the start/end lines below say the same.
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                  BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  console=self.console, transient=True,
+                                  disable=not self.console.is_terminal)
+        self._overall = self._progress.add_task("jobs", total=total)
+        self._tasks: dict = {}
+        with self._progress, ThreadPoolExecutor(max_workers=self.workers) as pool:
             running: dict = {}
             waiting = list(todo)
             while waiting or running:
@@ -125,6 +140,8 @@ class Run:
                     elif all(n.result == "passed" for n in needs):
                         waiting.remove(outcome)
                         running[pool.submit(self._run_job, outcome, outcomes, context)] = outcome
+                        self._tasks[outcome.job.id] = self._progress.add_task(
+                            f"  {outcome.job.id}: build", total=None)
                         self.console.log(f"start  {outcome.job.id}")
                 if not running:
                     continue
@@ -133,6 +150,9 @@ class Run:
                     self._say(running.pop(future), total, outcomes)
 
     def _say(self, outcome: Outcome, total: int, outcomes: dict) -> None:
+        if outcome.job.id in self._tasks:
+            self._progress.remove_task(self._tasks.pop(outcome.job.id))
+        self._progress.advance(self._overall)
         finished = sum(o.result != "pending" for o in outcomes.values())
         style = {"passed": "green", "failed": "red", "skipped": "yellow"}[outcome.result]
         first = outcome.reason.splitlines()[0] if outcome.reason else ""

@@ -141,14 +141,28 @@ def test_base_cell_has_the_right_arch_labels_and_toolchain(built, arch, machine)
     assert "(Open MPI) 4.1" in lines[2]
 
 
+def four_ranks(out: str) -> list[int]:
+    return sorted(int(m) for m in re.findall(r"hello from rank (\d+) of 4", out))
+
+
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
-def test_mpi_hello_runs_four_distinct_ranks(built, arch):
+def test_mpicc_compiles_and_mpirun_runs_four_distinct_ranks_in_the_base(built, arch):
+    _, jobs, _ = built
+    reference = jobs[f"factorytest/base:ompi-4.1@{arch}"]["stages"]["build"]["reference"]
+    out = docker("run", "--rm", "--platform", f"linux/{arch}", "-v",
+                 f"{REPO / 'pipeline/smoke/mpi_hello.c'}:/tmp/hello.c:ro", reference, "sh", "-c",
+                 "mpicc -o /tmp/hello /tmp/hello.c && "
+                 "mpirun --allow-run-as-root --oversubscribe -np 4 /tmp/hello")
+    assert four_ranks(out) == [0, 1, 2, 3], out
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_app_compiled_on_the_base_runs_four_distinct_ranks(built, arch):
     _, jobs, _ = built
     reference = jobs[f"factorytest/app:hello-ompi-4.1@{arch}"]["stages"]["build"]["reference"]
     out = docker("run", "--rm", "--platform", f"linux/{arch}", reference,
                  "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "4", "/opt/hello/hello")
-    ranks = sorted(int(m) for m in re.findall(r"hello from rank (\d+) of 4", out))
-    assert ranks == [0, 1, 2, 3], out
+    assert four_ranks(out) == [0, 1, 2, 3], out
 
 
 def test_app_builds_from_its_base_by_digest(built):
@@ -195,7 +209,7 @@ def test_rerun_with_nothing_changed_builds_nothing(built, tmp_path):
 
 
 def test_run_writes_the_summary_contract_and_a_log_per_job(built):
-    _, jobs, root = built
+    _, jobs, _ = built
     for job in jobs.values():
         assert set(job) >= {"id", "arch", "result", "reason", "image_digest", "sif", "stages",
                             "log"}
