@@ -82,6 +82,7 @@ class BaseRef:
 class Image:
     name: str
     kind: str
+    description: str
     recipe: str
     repository: str
     axes: dict  # axis -> tuple of values this image spans
@@ -302,7 +303,8 @@ class _Reader:
         for problem in tags.check_template(template, tags.template_fields(axes, extras)):
             self.problems.add(tag_line, f"{label} tag '{template}': {problem}")
         return Image(
-            name=name, kind=raw["kind"], recipe=raw["recipe"].rstrip("/"),
+            name=name, kind=raw["kind"], description=raw.get("description", ""),
+            recipe=raw["recipe"].rstrip("/"),
             repository=raw.get("repository", repositories[raw["kind"]]),
             axes=spanned, include=tuple(include), exclude=tuple(exclude), base=base,
             tag=template, inputs=tuple(raw.get("inputs", [])),

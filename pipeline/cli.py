@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline import runner
-from pipeline.catalogue import load_catalogue
+from pipeline.catalogue import Catalogue, load_catalogue
 from pipeline.changes import MODES, decide, load_baseline
 from pipeline.lab import lab
 from pipeline.plan import Job, build_plan
@@ -45,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def make_plan(matrix: Path, mode: str, changed_from: str | None = None,
               globs: list[str] | None = None) -> list[Job]:
-    """The plan as ``plan`` prints it; the entry point later stages use too."""
+    """The plan as ``plan`` prints it."""
+    return plan_with_catalogue(matrix, mode, changed_from, globs)[1]
+
+
+def plan_with_catalogue(matrix: Path, mode: str, changed_from: str | None = None,
+                        globs: list[str] | None = None) -> tuple[Catalogue, list[Job]]:
+    """The catalogue and its plan (decided and selected), for the commands that run it."""
     if mode == "nightly" and changed_from:
         raise InputError([Problem("--changed-from", None, "nightly considers every cell; "
                                   "leave --changed-from out or use --mode main")])
@@ -55,7 +61,7 @@ def make_plan(matrix: Path, mode: str, changed_from: str | None = None,
     jobs = build_plan(catalogue, tree)
     baseline = load_baseline(folder, matrix.name, changed_from) if changed_from else None
     jobs = decide(jobs, mode, baseline)
-    return select(jobs, globs) if globs else jobs
+    return catalogue, select(jobs, globs) if globs else jobs
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -70,18 +76,18 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    unknown = [s for s in stages if s not in runner.STAGES]
-    if unknown or not stages:
-        raise InputError([Problem("--stages", None, f"unknown stage(s) {', '.join(unknown)}; "
-                                  f"the stages are {', '.join(runner.STAGES)}")])
+    unusable = runner.check_stages(stages)
+    if unusable:
+        raise InputError([Problem("--stages", None, f"'{args.stages}': {unusable}")])
     if args.jobs < 1:
         raise InputError([Problem("-j", None, "give at least 1 job at a time")])
     matrix = Path(args.matrix)
-    jobs = make_plan(matrix, args.mode, args.changed_from,
-                     parse_globs(args.select) if args.select else None)
+    catalogue, jobs = plan_with_catalogue(matrix, args.mode, args.changed_from,
+                                          parse_globs(args.select) if args.select else None)
     settings = _settings(args)
     console = make_console()
-    run = runner.Run(settings, matrix.resolve().parent, stages, args.jobs, console)
+    run = runner.Run(settings, matrix.resolve().parent, stages, args.jobs, console,
+                     {image.name: image.description for image in catalogue.images})
     outcomes = run.execute(jobs)
     summary = settings.out_dir / "summary.json"
     write_summary(outcomes, summary)

@@ -28,16 +28,22 @@ from rich.progress import (
 )
 
 from pipeline import dockerhost
+from pipeline.apptainer import ApptainerMissing
+from pipeline.apptainer import find as find_apptainer
 from pipeline.osbase import BaseNotFound, OsBases
 from pipeline.plan import Job
 from pipeline.registry import RegistryError
 from pipeline.settings import Settings
 from pipeline.source import describe
 from pipeline.stages import build as build_stage
+from pipeline.stages import convert as convert_stage
+from pipeline.stages import test as test_stage
+from pipeline.stages.context import StageContext
 
-STAGES = ("build",)
+STAGES = ("build", "convert", "test")
 EXPECTED_FAILURES = (build_stage.BuildFailed, BaseNotFound, dockerhost.DockerUnavailable,
-                     RegistryError)
+                     RegistryError, convert_stage.ConvertFailed, test_stage.TestsFailed,
+                     ApptainerMissing)
 
 
 @dataclass
@@ -50,7 +56,7 @@ class Outcome:
     reason: str = ""
     stages: dict = field(default_factory=dict)
     built: build_stage.Built | None = None
-    sif: str | None = None
+    converted: convert_stage.Converted | None = None
     duration: float = 0.0
 
     def to_json(self) -> dict:
@@ -58,7 +64,7 @@ class Outcome:
             "id": self.job.id, "arch": self.job.arch, "result": self.result,
             "reason": self.reason,
             "image_digest": self.built.digest if self.built else None,
-            "sif": self.sif, "stages": self.stages, "log": str(self.log),
+            "sif": str(self.converted.sif) if self.converted else None, "stages": self.stages, "log": str(self.log),
             "duration": round(self.duration, 1),
         }
 
@@ -81,6 +87,14 @@ def safe_name(job_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", job_id).strip("_")
 
 
+def check_stages(stages: tuple) -> str | None:
+    """Why ``stages`` cannot run, or None: each stage needs the ones before it."""
+    if not stages or stages != STAGES[:len(stages)]:
+        return (f"give the stages in order, each with the ones before it: "
+                f"{', '.join(','.join(STAGES[:n]) for n in range(1, len(STAGES) + 1))}")
+    return None
+
+
 @dataclass
 class Run:
     settings: Settings
@@ -88,6 +102,7 @@ class Run:
     stages: tuple
     workers: int
     console: Console
+    descriptions: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def execute(self, jobs: list[Job]) -> list[Outcome]:
@@ -105,13 +120,16 @@ class Run:
         try:
             client = dockerhost.find_build_client(self.settings)
             dockerhost.engine()
-        except dockerhost.DockerUnavailable as err:
+            apptainer = (find_apptainer(self.settings.lab_dir, client)
+                         if len(self.stages) > 1 else None)
+        except (dockerhost.DockerUnavailable, ApptainerMissing) as err:
             for outcome in todo:
                 outcome.result, outcome.reason = "failed", str(err)
-            self.console.print(f"[red]cannot build:[/] {err}")
+            self.console.print(f"[red]cannot run:[/] {err}")
             return list(outcomes.values())
-        context = build_stage.BuildContext(self.settings, client, OsBases(self.settings, client),
-                                           describe(self.catalogue_dir), self.catalogue_dir)
+        context = StageContext(self.settings, client, OsBases(self.settings, client),
+                               describe(self.catalogue_dir), self.catalogue_dir,
+                               self.descriptions, apptainer)
         self._schedule(todo, outcomes, context)
         return list(outcomes.values())
 
@@ -141,7 +159,7 @@ class Run:
                         waiting.remove(outcome)
                         running[pool.submit(self._run_job, outcome, outcomes, context)] = outcome
                         self._tasks[outcome.job.id] = self._progress.add_task(
-                            f"  {outcome.job.id}: build", total=None)
+                            f"  {outcome.job.id}: {self.stages[0]}", total=None)
                         self.console.log(f"start  {outcome.job.id}")
                 if not running:
                     continue
@@ -167,25 +185,60 @@ class Run:
                 handle.flush()
 
             log(f"job {outcome.job.id}: {outcome.job.reason}")
+            stage = self.stages[0]
             try:
-                needs = {n: outcomes[n].built for n in outcome.job.needs}
-                stage_start = time.monotonic()
-                outcome.built = build_stage.build(outcome.job, needs, context, log)
-                outcome.stages["build"] = {**outcome.built.to_json(), "result": "passed",
-                                           "duration": round(time.monotonic() - stage_start, 1)}
+                for stage in self.stages:
+                    stage_start = time.monotonic()
+                    self._update(outcome, stage)
+                    details = self._stage(stage, outcome, outcomes, context, log)
+                    outcome.stages[stage] = {**details, "result": "passed",
+                                             "duration": round(time.monotonic() - stage_start, 1)}
                 outcome.result = "passed"
-                outcome.reason = "built" if not outcome.built.cached else "already built"
+                outcome.reason = self._passed_reason(outcome)
             except EXPECTED_FAILURES as err:
                 outcome.result = "failed"
-                outcome.reason = f"{err}\n    log: {outcome.log}"
-                outcome.stages.setdefault("build", {"result": "failed", "reason": str(err)})
-                log(f"FAILED: {err}")
+                outcome.reason = f"{stage}: {err}\n    log: {outcome.log}"
+                outcome.stages.setdefault(stage, {"result": "failed", "reason": str(err)})
+                log(f"FAILED in {stage}: {err}")
             except Exception as err:  # noqa: BLE001 - a bug or an unforeseen outside error: keep the others going
                 outcome.result = "failed"
-                outcome.reason = f"internal error: {err!r}; see {outcome.log}"
+                outcome.reason = f"{stage}: internal error: {err!r}; see {outcome.log}"
                 log(traceback.format_exc())
             finally:
                 outcome.duration = time.monotonic() - start
+
+
+    def _stage(self, stage: str, outcome: Outcome, outcomes: dict, context, log) -> dict:
+        job = outcome.job
+        if stage == "build":
+            needs = {n: outcomes[n].built for n in job.needs}
+            outcome.built = build_stage.build(job, needs, context, log)
+            return outcome.built.to_json()
+        if stage == "convert":
+            outcome.converted = convert_stage.convert(job, outcome.built, context, log)
+            return outcome.converted.to_json()
+        results = test_stage.run_tests(job, outcome.converted.sif, context, log)
+        outcome.stages["test"] = {"tests": [r.to_json() for r in results]}
+        failed = [r for r in results if r.result == "failed"]
+        if failed:
+            outcome.stages["test"]["result"] = "failed"
+            raise test_stage.TestsFailed("; ".join(f"{r.name} failed: {r.reason}" for r in failed))
+        return outcome.stages["test"]
+
+    @staticmethod
+    def _passed_reason(outcome: Outcome) -> str:
+        parts = ["already built" if outcome.built.cached else "built"]
+        if outcome.converted:
+            parts.append("SIF reused" if outcome.converted.cached else "converted")
+        if "test" in outcome.stages:
+            tests = outcome.stages["test"]["tests"]
+            parts.append(", ".join(f"{t['name']} {t['result']}" for t in tests))
+        return "; ".join(parts)
+
+    def _update(self, outcome: Outcome, stage: str) -> None:
+        task = self._tasks.get(outcome.job.id)
+        if task is not None:
+            self._progress.update(task, description=f"  {outcome.job.id}: {stage}")
 
 
 def default_workers() -> int:

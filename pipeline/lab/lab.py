@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import dockerhost, registry
+from pipeline import apptainer, dockerhost, registry
 from pipeline.lab import host, process
 from pipeline.report import make_console
 from pipeline.settings import Settings
@@ -66,7 +66,21 @@ def up(settings: Settings, out=sys.stdout) -> int:
             console.print(f"qemu for {arch}: {host.binfmt_state(arch)}")
     client = dockerhost.find_build_client(settings)
     console.print(f"builder: {client.kind} ({client.path}, client {client.version})")
+    _ensure_apptainer(settings, client, paths, console)
     return 0
+
+
+def _ensure_apptainer(settings: Settings, client, paths: LabPaths, console: Console) -> None:
+    try:
+        runtime = apptainer.find(settings.lab_dir, client)
+    except apptainer.ApptainerMissing:
+        log_file = paths.logs / "apptainer-image.log"
+        console.print(f"apptainer: making the lab's image from Debian's package (log {log_file})")
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a", encoding="utf-8") as handle:
+            runtime = apptainer.make_image(settings.lab_dir, client,
+                                           lambda line: print(line, file=handle, flush=True))
+    console.print(f"apptainer: {runtime.describe()}")
 
 
 def _ensure_docker(paths: LabPaths, console: Console) -> None:
@@ -127,14 +141,19 @@ def status(settings: Settings, out=sys.stdout) -> int:
                          state or "not registered"))
     boot = host.tool_version(["mmdebstrap", "--version"])
     rows.append(("mmdebstrap", boot is not None, boot or "missing"))
-    rows.append(("apptainer", False, "not set up yet (the convert stage brings it)"))
+    try:
+        client = dockerhost.find_build_client(settings)
+        runtime = apptainer.find(settings.lab_dir, client)
+        rows.append(("apptainer", True, runtime.describe()))
+    except (dockerhost.DockerUnavailable, apptainer.ApptainerMissing) as err:
+        rows.append(("apptainer", False, str(err)))
     table = Table(title=f"lab ({paths.root})")
     for column in ("component", "ready", "details"):
         table.add_column(column)
     for name, ok, details in rows:
         table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", details)
     make_console(out).print(table)
-    return 0 if all(ok for name, ok, _ in rows if name != "apptainer") else 1
+    return 0 if all(ok for _, ok, _ in rows) else 1
 
 
 def down(settings: Settings, out=sys.stdout) -> int:

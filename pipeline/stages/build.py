@@ -16,16 +16,13 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipeline import registry
-from pipeline.dockerhost import BuildClient, inspect_image, push
+from pipeline.dockerhost import inspect_image, push
 from pipeline.labels import build_args, image_labels
-from pipeline.osbase import OsBases
 from pipeline.plan import Job
-from pipeline.settings import Settings
 from pipeline.shell import Log, run_logged
-from pipeline.source import Source
+from pipeline.stages.context import StageContext
 
 STAGING = "factory-staging"
 
@@ -35,16 +32,8 @@ class BuildFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class BuildContext:
-    settings: Settings
-    client: BuildClient
-    os_bases: OsBases
-    source: Source
-    catalogue_dir: Path
-
-
-@dataclass(frozen=True)
 class Built:
+    tagged: str  # REGISTRY/factory-staging/<repository>:<build_id>-<arch>
     reference: str  # REGISTRY/factory-staging/<repository>@sha256:...
     digest: str
     build_id: str  # effective: plan build_id + what is below it
@@ -53,7 +42,7 @@ class Built:
     cached: bool
 
     def to_json(self) -> dict:
-        return {"reference": self.reference, "digest": self.digest, "build_id": self.build_id,
+        return {"image": self.tagged, "reference": self.reference, "digest": self.digest, "build_id": self.build_id,
                 "base": f"{self.base_name}@{self.base_digest}", "cached": self.cached}
 
 
@@ -61,11 +50,12 @@ def effective_build_id(plan_build_id: str, below: list[str]) -> str:
     return hashlib.sha256("|".join([plan_build_id, *below]).encode()).hexdigest()
 
 
-def staging_ref(settings: Settings, job: Job, build_id: str) -> tuple[str, str]:
+def staging_ref(job: Job, build_id: str) -> tuple[str, str]:
+    """(repository, tag) of a job's image in the lab registry's staging area."""
     return f"{STAGING}/{job.repository}", f"{build_id[:32]}-{job.arch}"
 
 
-def build(job: Job, needs: dict, ctx: BuildContext, log: Log) -> Built:
+def build(job: Job, needs: dict, ctx: StageContext, log: Log) -> Built:
     """Build ``job`` (or find it already built); ``needs`` maps need ids to their Built."""
     if job.needs:
         need = needs[job.needs[0]]
@@ -77,11 +67,12 @@ def build(job: Job, needs: dict, ctx: BuildContext, log: Log) -> Built:
         base_name, base_ref, base_digest = os_base.name, os_base.reference, os_base.digest
         build_id = effective_build_id(job.build_id, [os_base.content_id])
     reg = ctx.settings.registry
-    repository, tag = staging_ref(ctx.settings, job, build_id)
+    repository, tag = staging_ref(job, build_id)
     found = registry.manifest_digest(reg, repository, tag)
     if found:
         log(f"already built: {reg}/{repository}:{tag} ({found})")
-        return Built(f"{reg}/{repository}@{found}", found, build_id, base_name, base_digest, True)
+        return Built(f"{reg}/{repository}:{tag}", f"{reg}/{repository}@{found}", found, build_id,
+                     base_name, base_digest, True)
 
     ref = f"{reg}/{repository}:{tag}"
     argv = [*ctx.client.build_argv(), "--network", "host", "--platform", f"linux/{job.arch}",
@@ -109,4 +100,5 @@ def build(job: Job, needs: dict, ctx: BuildContext, log: Log) -> Built:
     digest = registry.manifest_digest(reg, repository, tag)
     if not digest:
         raise BuildFailed(f"pushed {ref}, but the registry does not list it")
-    return Built(f"{reg}/{repository}@{digest}", digest, build_id, base_name, base_digest, False)
+    return Built(ref, f"{reg}/{repository}@{digest}", digest, build_id, base_name, base_digest,
+                 False)
