@@ -56,10 +56,11 @@ class Apptainer:
     def argv(self, args: list, binds: list, *, docker_socket: bool = False,
              unprivileged: bool = False, scratch: Path | None = None) -> list:
         """The command line that runs ``apptainer ARGS`` with ``binds`` visible at their paths."""
+        if args and args[0] in ("exec", "test", "run", "shell"):
+            # Inside the SIF too, the folders are where they are on the host.
+            bind_args = [x for b in dict.fromkeys(map(str, binds)) for x in ("--bind", b)]
+            args = [args[0], *bind_args, *args[1:]]
         if self.kind == "host":
-            if args and args[0] in ("exec", "test", "run", "shell"):
-                binds_args = [x for b in dict.fromkeys(map(str, binds)) for x in ("--bind", b)]
-                args = [args[0], *binds_args, *args[1:]]
             return [self.command, *args]
         argv = [self.docker, "run", "--rm", "--network", "host"]
         for path in dict.fromkeys(str(b) for b in binds):

@@ -84,10 +84,16 @@ def verify(sif: Path, job: Job, labels: dict, ctx: StageContext, log: Log) -> No
     """ConvertFailed unless the SIF has its def file, a system partition of the job's arch,
     and every label."""
     try:
-        listing = ctx.apptainer.output(["sif", "list", str(sif)], [sif.parent])
-        inspected = json.loads(ctx.apptainer.output(["inspect", "--json", str(sif)], [sif.parent]))
-    except (subprocess.CalledProcessError, json.JSONDecodeError) as err:
-        raise ConvertFailed(f"cannot read {sif.name} back: {err}") from None
+        # Unprivileged: that runtime also sees QEMU, without which Apptainer refuses to
+        # inspect a SIF of a foreign arch.
+        listing = ctx.apptainer.output(["sif", "list", str(sif)], [sif.parent], unprivileged=True)
+        inspected = json.loads(ctx.apptainer.output(["inspect", "--json", str(sif)], [sif.parent],
+                                                    unprivileged=True))
+    except subprocess.CalledProcessError as err:
+        why = (err.stderr or err.stdout or "").strip().splitlines()[-1:]
+        raise ConvertFailed(f"cannot read {sif.name} back: {' '.join(why)}") from None
+    except json.JSONDecodeError as err:
+        raise ConvertFailed(f"cannot read {sif.name}'s labels: {err}") from None
     log(listing)
     if "Def.FILE" not in listing:
         raise ConvertFailed(f"{sif.name} holds no definition file")

@@ -1,0 +1,199 @@
+"""Convert and test stages for real: containerized Apptainer, SIFs, %test, MPI smoke tests.
+
+One catalogue is run through build, convert and test once for the module; the tests then
+read its summary, its SIFs (with Apptainer itself) and its logs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.apptainer import find
+from pipeline.deffile import definition, sif_name
+from pipeline.dockerhost import find_build_client
+from pipeline.plan import Job
+from pipeline.runner import check_stages
+from tests.catalogues import init_repo, write
+from tests.lab import REPO, bring_up, run_pipeline
+
+CATALOGUE = """\
+repositories: {base: factorytest/sifbase, gpu: factorytest/sifbase, app: factorytest/sifapp}
+targets: {local: {registry: "127.0.0.1:5000"}}
+axes:
+  os:
+    default: debian12
+    values:
+      debian12:
+        bootstrap: {suite: bookworm, mirror: "http://deb.debian.org/debian"}
+        defaults: {gcc: "12"}
+  gcc: {values: ["12"]}
+  mpi:
+    default: none
+    prefix: ""
+    values:
+      none: {tag: "", family: none, version: ""}
+      ompi-4.1: {family: openmpi, version: "4.1"}
+  arch: {default: amd64, values: [amd64, arm64]}
+images:
+  - name: base
+    kind: base
+    description: Debian 12 with GCC and Open MPI, for the tests
+    recipe: images/base/debian
+    axes: {os: [debian12], mpi: [ompi-4.1], arch: [amd64, arm64]}
+  - name: plain
+    kind: base
+    recipe: images/base/plain
+    axes: {os: [debian12], arch: [amd64]}
+    tag: plain
+  - name: failing-test
+    kind: base
+    recipe: images/base/failing-test
+    axes: {os: [debian12], arch: [amd64]}
+    tag: failing-test
+  - name: on-failing-test
+    kind: app
+    recipe: images/base/plain
+    base: failing-test
+    axes: {os: [debian12], arch: [amd64]}
+    tag: on-failing-test
+"""
+
+FILES = {
+    "images/base/plain/Dockerfile": "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n",
+    "images/base/plain/test.sh": "#!/bin/sh\ntest -x /bin/sh\necho \"plain image on ${OS}\"\n",
+    "images/base/failing-test/Dockerfile": "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n",
+    # Fails before its last line: only `set -eu` in the generated %test makes that count.
+    "images/base/failing-test/test.sh": "#!/bin/sh\necho checking\nfalse\necho still here\n",
+}
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    settings = bring_up()
+    root = tmp_path_factory.mktemp("sifs")
+    shutil.copytree(REPO / "images/base/debian", root / "images/base/debian")
+    nonce = {f"{folder}/.test-run": uuid.uuid4().hex for folder in
+             ("images/base/debian", "images/base/plain", "images/base/failing-test")}
+    matrix = write(root, CATALOGUE, {**FILES, **nonce})
+    (root / ".gitignore").write_text("out/\n")
+    init_repo(root)
+    code, jobs = run_pipeline(matrix, root / "out", "-j", "2", "--stages", "build,convert,test")
+    apptainer = find(settings.lab_dir, find_build_client(settings))
+    return code, jobs, apptainer
+
+
+def results_of(job: dict) -> dict:
+    return {t["name"]: t for t in job["stages"]["test"]["tests"]}
+
+
+def test_results(ran):
+    code, jobs, _ = ran
+    assert code == 1
+    assert {i: j["result"] for i, j in jobs.items()} == {
+        "factorytest/sifbase:ompi-4.1@amd64": "passed",
+        "factorytest/sifbase:ompi-4.1@arm64": "passed",
+        "factorytest/sifbase:plain@amd64": "passed",
+        "factorytest/sifbase:failing-test@amd64": "failed",
+        "factorytest/sifapp:on-failing-test@amd64": "skipped",
+    }
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_sif_has_its_definition_arch_and_labels(ran, arch):
+    _, jobs, apptainer = ran
+    job = jobs[f"factorytest/sifbase:ompi-4.1@{arch}"]
+    sif = Path(job["sif"])
+    assert sif.name == f"factorytest_sifbase_ompi-4.1_{arch}.sif"
+    assert sif.with_suffix(".def").read_text().startswith("Bootstrap: docker-daemon\nFrom: ")
+    listing = apptainer.output(["sif", "list", str(sif)], [sif.parent], unprivileged=True)
+    assert "Def.FILE" in listing
+    assert f"FS (Squashfs/*System/{arch})" in listing
+    labels = json.loads(apptainer.output(["inspect", "--json", str(sif)], [sif.parent],
+                                         unprivileged=True))
+    labels = labels["data"]["attributes"]["labels"]
+    assert labels["org.sjtuhpc.factory.id"] == f"factorytest/sifbase:ompi-4.1@{arch}"
+    assert labels["org.sjtuhpc.factory.build-id"] == job["stages"]["build"]["build_id"]
+    assert labels["org.sjtuhpc.factory.image-digest"] == job["image_digest"]
+    assert labels["org.sjtuhpc.factory.var.mpi_family"] == "openmpi"
+    assert len(labels["org.opencontainers.image.revision"]) >= 40
+    deffile = apptainer.output(["inspect", "--deffile", str(sif)], [sif.parent],
+                               unprivileged=True)
+    assert "set -eu" in deffile and "mpirun --version" in deffile
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_percent_test_and_mpi_smoke_test_pass_with_four_ranks(ran, arch):
+    _, jobs, _ = ran
+    job = jobs[f"factorytest/sifbase:ompi-4.1@{arch}"]
+    tests = results_of(job)
+    assert tests["%test"]["result"] == "passed"
+    assert tests["mpi"] == {"name": "mpi", "result": "passed", "reason": "4 ranks, each once"}
+    log = Path(job["log"]).read_text()
+    for rank in range(4):
+        assert f"hello from rank {rank} of 4" in log
+    if arch == "arm64":
+        assert "on " in log  # ran under QEMU inside the container
+    hybrid = tests["mpi-hybrid"]
+    assert hybrid["result"] == "skipped" and hybrid["reason"]
+
+
+def test_image_without_mpi_is_reported_as_no_mpi(ran):
+    _, jobs, _ = ran
+    tests = results_of(jobs["factorytest/sifbase:plain@amd64"])
+    assert tests["%test"]["result"] == "passed"
+    assert tests["mpi"] == {"name": "mpi", "result": "skipped",
+                            "reason": "no MPI in this image (mpi: none)"}
+
+
+def test_failing_percent_test_fails_the_job_and_what_needs_it(ran):
+    _, jobs, _ = ran
+    job = jobs["factorytest/sifbase:failing-test@amd64"]
+    test = results_of(job)["%test"]
+    assert test["result"] == "failed"
+    assert "checking" in test["reason"]  # the failing output
+    assert job["reason"].startswith("test: %test failed: exit 1")
+    log = Path(job["log"]).read_text()
+    assert "checking" in log and "still here" not in log
+    dependent = jobs["factorytest/sifapp:on-failing-test@amd64"]
+    assert dependent["reason"] == "needs factorytest/sifbase:failing-test@amd64, which failed"
+
+
+def test_rerun_reuses_the_sifs_and_tests_again(ran, tmp_path):
+    _, jobs, _ = ran
+    root = Path(jobs["factorytest/sifbase:plain@amd64"]["sif"]).parent.parent.parent
+    code, again = run_pipeline(root / "matrix.yaml", root / "out", "--select",
+                               "factorytest/sifbase:plain@*", "--stages", "build,convert,test")
+    assert code == 0
+    job = again["factorytest/sifbase:plain@amd64"]
+    assert job["reason"].startswith("already built; SIF reused; %test passed")
+
+
+JOB = Job(id="r/x:t@amd64", image="x", kind="base", repository="r/x", tag="t", arch="amd64",
+          variables={"os": "debian12", "mpi_family": "none", "gcc": "12"}, recipe="images/x",
+          needs=(), build_id="b" * 64)
+
+
+def test_definition_makes_the_test_strict_and_keeps_the_recipes_script():
+    text = definition(JOB, "reg/x:tag", {"org.sjtuhpc.factory.build-id": "b" * 64}, "An image",
+                      "#!/bin/sh\nfalse\ntrue\n")
+    test = text.split("%test\n", 1)[1].splitlines()
+    assert test[0] == "    set -eu"
+    assert test[1] == "    export OS=debian12 MPI_FAMILY=none GCC=12"
+    assert test[2:] == ["    false", "    true"]
+    assert "#!/bin/sh" not in text
+    assert "MPI inside" not in text  # no MPI, no MPI help
+    assert definition(JOB, "reg/x:tag", {"org.sjtuhpc.factory.build-id": "b"}, "", None).count(
+        "%test") == 0
+    assert sif_name(JOB) == "r_x_t_amd64.sif"
+
+
+def test_stages_must_come_in_order():
+    assert check_stages(("build",)) is None
+    assert check_stages(("build", "convert", "test")) is None
+    assert "in order" in check_stages(("build", "test"))
+    assert "in order" in check_stages(("convert",))
