@@ -93,7 +93,8 @@ def built(tmp_path_factory):
     matrix = write(root, CATALOGUE, {**FILES, **nonce})
     (root / ".gitignore").write_text("out/\n")
     init_repo(root)
-    code, jobs = run_pipeline(matrix, root / "out", "-j", "2")
+    # The build stage only: converting and testing have their own tests (test_convert.py).
+    code, jobs = run_pipeline(matrix, root / "out", "-j", "2", "--stages", "build")
     return code, jobs, root
 
 
@@ -181,7 +182,7 @@ def test_app_builds_from_its_base_by_digest(built):
 def test_broken_recipe_fails_its_job_and_skips_its_dependents(built):
     _, jobs, _ = built
     broken = jobs["factorytest/base:broken@amd64"]
-    assert broken["reason"].startswith("docker build failed:")
+    assert broken["reason"].startswith("build: docker build failed:")
     assert "about to fail on purpose" in broken["reason"]  # the last lines of the build
     assert broken["log"] in broken["reason"]
     assert "exit 3" in Path(broken["log"]).read_text()
@@ -193,7 +194,7 @@ def test_broken_recipe_fails_its_job_and_skips_its_dependents(built):
 def test_a_base_that_cannot_be_pulled_is_a_plain_failure(built):
     _, jobs, _ = built
     rocky = jobs["factorytest/base:rocky@amd64"]
-    assert rocky["reason"].startswith("base docker.io/library/rockylinux:8 cannot be pulled for "
+    assert rocky["reason"].startswith("build: base docker.io/library/rockylinux:8 cannot be pulled for "
                                       "amd64; if this site has a mirror, set PIPELINE_MIRRORS=")
     assert "Traceback" not in rocky["reason"]
 
@@ -201,7 +202,7 @@ def test_a_base_that_cannot_be_pulled_is_a_plain_failure(built):
 def test_rerun_with_nothing_changed_builds_nothing(built, tmp_path):
     _, first, root = built
     code, again = run_pipeline(root / "matrix.yaml", tmp_path / "out", "--select",
-                               "factorytest/*:*ompi-4.1@*")
+                               "factorytest/*:*ompi-4.1@*", "--stages", "build")
     assert code == 0
     for job_id, job in again.items():
         assert job["reason"] == "already built"
