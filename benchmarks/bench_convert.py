@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_build import CATALOGUE, REPO  # noqa: E402
-from pipeline.apptainer import find  # noqa: E402
-from pipeline.dockerhost import find_build_client  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from benchmarks.bench_build import CATALOGUE, REPO
+from pipeline.apptainer import find
+from pipeline.dockerhost import find_build_client
+from pipeline.settings import Settings
 
 DOCKER = "/usr/bin/docker"
 
