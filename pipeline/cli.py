@@ -1,7 +1,7 @@
 """``python -m pipeline``: the factory's command line.
 
     python -m pipeline plan [--matrix FILE] [--mode pr|main|nightly] [--changed-from REF]
-                            [--select GLOBS] [--format table|json]
+                            [--select GLOBS] [--target NAME] [--format table|json]
     python -m pipeline run  [same as plan] [--stages STAGES] [-j N] [--out DIR]
     python -m pipeline lab  up|status|down
 
@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline import runner
-from pipeline.catalogue import Catalogue, load_catalogue
+from pipeline.catalogue import Catalogue, Target, load_catalogue
 from pipeline.changes import MODES, decide, load_baseline
+from pipeline.credentials import Secrets
+from pipeline.distribution import Registry, RetryPolicy
 from pipeline.lab import lab
 from pipeline.plan import Job, build_plan
 from pipeline.problems import InputError, Problem
+from pipeline.published import effective_build_ids, mark_published
 from pipeline.report import make_console, plan_json, plan_table
 from pipeline.select import parse_globs, select
 from pipeline.settings import Settings
 from pipeline.summary import print_summary, write_summary
 from pipeline.tree import WorkTree
+from pipeline.upstream import Upstream
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,12 +49,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def make_plan(matrix: Path, mode: str, changed_from: str | None = None,
               globs: list[str] | None = None) -> list[Job]:
-    """The plan as ``plan`` prints it."""
-    return plan_with_catalogue(matrix, mode, changed_from, globs)[1]
+    """The plan as ``plan`` prints it, without asking any registry."""
+    return plan_with_catalogue(matrix, mode, changed_from, globs).jobs
+
+
+@dataclass(frozen=True)
+class Planned:
+    catalogue: Catalogue
+    declared: list[Job]  # every decided job, selected or not: which arches each tag declares
+    jobs: list[Job]  # the selection, in dependency order
+    published_ids: dict = field(default_factory=dict)  # job id -> effective build_id
 
 
 def plan_with_catalogue(matrix: Path, mode: str, changed_from: str | None = None,
-                        globs: list[str] | None = None) -> tuple[Catalogue, list[Job]]:
+                        globs: list[str] | None = None) -> Planned:
     """The catalogue and its plan (decided and selected), for the commands that run it."""
     if mode == "nightly" and changed_from:
         raise InputError([Problem("--changed-from", None, "nightly considers every cell; "
@@ -61,16 +73,45 @@ def plan_with_catalogue(matrix: Path, mode: str, changed_from: str | None = None
     jobs = build_plan(catalogue, tree)
     baseline = load_baseline(folder, matrix.name, changed_from) if changed_from else None
     jobs = decide(jobs, mode, baseline)
-    return catalogue, select(jobs, globs) if globs else jobs
+    return Planned(catalogue, jobs, select(jobs, globs) if globs else jobs)
+
+
+def target_of(catalogue: Catalogue, name: str | None, settings: Settings) -> Target:
+    """The named target (default: the catalogue's); PIPELINE_REGISTRY moves ``local``."""
+    name = name or catalogue.default_target
+    if name not in catalogue.targets:
+        raise InputError([Problem("--target", None, f"'{name}' is not a target of "
+                                  f"{catalogue.file} ({', '.join(catalogue.targets)})")])
+    target = catalogue.targets[name]
+    return replace(target, registry=settings.registry) if name == "local" else target
+
+
+def planned_for(args: argparse.Namespace, settings: Settings) -> tuple[Planned, Target]:
+    """The plan and its target.  Outside ``pr`` mode the effective build_ids are computed
+    (publishing compares them with the target's); in ``nightly`` mode jobs already
+    published on the target become ``skip``."""
+    planned = plan_with_catalogue(Path(args.matrix), args.mode, args.changed_from,
+                                  parse_globs(args.select) if args.select else None)
+    target = target_of(planned.catalogue, args.target, settings)
+    if args.mode == "pr":  # never publishes: the registry is not asked
+        return planned, target
+    upstream = Upstream(settings)
+    ids, _ = effective_build_ids(planned.declared, upstream)
+    jobs = planned.jobs
+    if args.mode == "nightly":
+        secrets = Secrets.from_env()
+        registry = Registry(target.registry, secrets.registry,
+                            RetryPolicy(attempts=4, total_seconds=60))
+        jobs, _ = mark_published(jobs, registry, upstream)
+    return replace(planned, jobs=jobs, published_ids=ids), target
 
 
 def _plan(args: argparse.Namespace) -> int:
-    jobs = make_plan(Path(args.matrix), args.mode, args.changed_from,
-                     parse_globs(args.select) if args.select else None)
+    planned, _ = planned_for(args, _settings(args))
     if args.format == "json":
-        print(plan_json(jobs, args.mode))
+        print(plan_json(planned.jobs, args.mode))
     else:
-        plan_table(jobs, args.mode, sys.stdout)
+        plan_table(planned.jobs, args.mode, sys.stdout)
     return 0
 
 
@@ -81,17 +122,17 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError([Problem("--stages", None, f"'{args.stages}': {unusable}")])
     if args.jobs < 1:
         raise InputError([Problem("-j", None, "give at least 1 job at a time")])
-    matrix = Path(args.matrix)
-    catalogue, jobs = plan_with_catalogue(matrix, args.mode, args.changed_from,
-                                          parse_globs(args.select) if args.select else None)
     settings = _settings(args)
+    planned, target = planned_for(args, settings)
     console = make_console()
-    run = runner.Run(settings, matrix.resolve().parent, stages, args.jobs, console,
-                     {image.name: image.description for image in catalogue.images})
-    outcomes = run.execute(jobs)
+    run = runner.Run(settings, Path(args.matrix).resolve().parent, stages, args.jobs, console,
+                     {image.name: image.description for image in planned.catalogue.images},
+                     mode=args.mode, target=target, declared=planned.declared,
+                     published_ids=planned.published_ids)
+    outcomes = run.execute(planned.jobs)
     summary = settings.out_dir / "summary.json"
-    write_summary(outcomes, summary)
-    print_summary(outcomes, console, summary)
+    write_summary(outcomes, summary, run.publications)
+    print_summary(outcomes, console, summary, run.publications)
     return 0 if all(o.result != "failed" for o in outcomes) else 1
 
 
@@ -119,6 +160,8 @@ def _plan_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build only cells whose inputs changed since this git revision")
     parser.add_argument("--select", metavar="GLOBS",
                         help="comma-separated fnmatch globs over job ids; needed jobs come along")
+    parser.add_argument("--target", help="where to publish, a target of matrix.yaml "
+                        "(default: its default_target, the local lab registry)")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,15 +1,15 @@
 """OS base images: what ``base`` recipes build FROM, pinned by digest.
 
 * A ``bootstrap`` OS is made here: ``mmdebstrap`` writes a root filesystem tarball (cached
-  under the lab folder, remade after ``PIPELINE_OS_MAX_AGE_DAYS``), a ``FROM scratch`` /
+  under the lab folder, remade when the suite's ``InRelease`` changes upstream), a ``FROM scratch`` /
   ``ADD rootfs.tar /`` build with ``--platform`` gives it the right architecture (``docker
   import`` would record the host's), and it is pushed to the lab registry.
 * An ``image`` OS is pulled for the arch through ``PIPELINE_MIRRORS`` (air-gapped sites map
   ``docker.io`` to their mirror) and copied into the lab registry, so every build uses one
   pinned, local digest.
 
-Either way the result carries ``content_id``: what changes when upstream changes (the
-rootfs tarball's sha256, or the upstream manifest digest).  It is folded into the build_id
+Either way the result carries ``content_id``: what changes when upstream changes (see
+``upstream.py``: the suite's ``InRelease`` hash, or the upstream manifest digest).  It is folded into the build_id
 of every job built on that OS.
 """
 
@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pipeline import registry
 from pipeline.dockerhost import BuildClient, inspect_image, pull, push
 from pipeline.settings import Settings
 from pipeline.shell import run_logged
+from pipeline.upstream import Upstream, UpstreamUnknown
 
 OS_REPOSITORY = "factory/os"
 
@@ -53,6 +53,7 @@ class OsBases:
 
     settings: Settings
     client: BuildClient
+    upstream: Upstream
     _done: dict = field(default_factory=dict)
     _locks: dict = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
@@ -72,7 +73,11 @@ class OsBases:
     # -- bootstrap ------------------------------------------------------------------------
     def _bootstrap(self, v: dict, log) -> OsBase:
         arch, suite, mirror = v["arch"], v["os_suite"], v["os_mirror"]
-        tarball = self._rootfs(v["os"], arch, suite, mirror, log)
+        try:
+            identity = self.upstream.identity(v)
+        except UpstreamUnknown as err:
+            raise BaseNotFound(str(err)) from None
+        tarball = self._rootfs(v["os"], arch, suite, mirror, identity, log)
         content = _sha256_file(tarball)
         tag = f"{v['os']}-{arch}-{content[:16]}"
         reg = self.settings.registry
@@ -92,16 +97,16 @@ class OsBases:
                 raise BaseNotFound(f"pushed {reg}/{OS_REPOSITORY}:{tag} but the registry does "
                                    "not list it")
         name = f"{reg}/{OS_REPOSITORY}:{tag}"
-        return OsBase(v["os"], arch, name, f"{reg}/{OS_REPOSITORY}@{digest}", digest,
-                      f"sha256:{content}")
+        return OsBase(v["os"], arch, name, f"{reg}/{OS_REPOSITORY}@{digest}", digest, identity)
 
-    def _rootfs(self, os_key: str, arch: str, suite: str, mirror: str, log) -> Path:
-        recipe = hashlib.sha256(f"minbase|{suite}|{mirror}|{arch}".encode()).hexdigest()[:12]
+    def _rootfs(self, os_key: str, arch: str, suite: str, mirror: str, identity: str,
+                log) -> Path:
+        recipe = hashlib.sha256(f"minbase|{suite}|{mirror}|{arch}|{identity}".encode()
+                                ).hexdigest()[:12]
         cache = self.settings.lab_dir / "cache" / "rootfs"
         cache.mkdir(parents=True, exist_ok=True)
         tarball = cache / f"{os_key}-{arch}-{recipe}.tar"
-        max_age = self.settings.os_max_age_days * 86400
-        if tarball.exists() and time.time() - tarball.stat().st_mtime < max_age:
+        if tarball.exists():
             return tarball
         if not shutil.which("mmdebstrap"):
             raise BaseNotFound(f"os {os_key} is bootstrapped with mmdebstrap, which is not "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 from pipeline.catalogue import Catalogue, Image, Tree
@@ -214,3 +215,8 @@ def _show(values: dict) -> str:
 def _few(items: list, limit: int = 3) -> str:
     more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
     return "; ".join(items[:limit]) + more
+
+
+def safe_name(text: str) -> str:
+    """A file name from a job id or reference: ``a/b:c@d`` -> ``a_b_c_d``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")

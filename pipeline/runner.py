@@ -9,7 +9,6 @@ Every job writes its own log; the run ends with ``summary.json`` and a table.
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 import traceback
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,8 +30,11 @@ from rich.progress import (
 from pipeline import dockerhost
 from pipeline.apptainer import ApptainerMissing
 from pipeline.apptainer import find as find_apptainer
+from pipeline.catalogue import Target
+from pipeline.credentials import Secrets
 from pipeline.osbase import BaseNotFound, OsBases
-from pipeline.plan import Job
+from pipeline.plan import Job, safe_name
+from pipeline.publisher import Publisher
 from pipeline.registry import RegistryError
 from pipeline.settings import Settings
 from pipeline.source import describe
@@ -39,8 +42,9 @@ from pipeline.stages import build as build_stage
 from pipeline.stages import convert as convert_stage
 from pipeline.stages import test as test_stage
 from pipeline.stages.context import StageContext
+from pipeline.upstream import Upstream
 
-STAGES = ("build", "convert", "test")
+STAGES = ("build", "convert", "test", "publish")
 EXPECTED_FAILURES = (build_stage.BuildFailed, BaseNotFound, dockerhost.DockerUnavailable,
                      RegistryError, convert_stage.ConvertFailed, test_stage.TestsFailed,
                      ApptainerMissing)
@@ -83,10 +87,6 @@ def jobs_to_run(jobs: list[Job]) -> list[Job]:
                     "(reused if already built)") if j.id in wanted else j for j in jobs]
 
 
-def safe_name(job_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", job_id).strip("_")
-
-
 def check_stages(stages: tuple) -> str | None:
     """Why ``stages`` cannot run, or None: each stage needs the ones before it."""
     if not stages or stages != STAGES[:len(stages)]:
@@ -103,6 +103,12 @@ class Run:
     workers: int
     console: Console
     descriptions: dict = field(default_factory=dict)
+    mode: str = "pr"
+    target: Target | None = None
+    declared: list = field(default_factory=list)  # every job of the plan, selected or not
+    published_ids: dict = field(default_factory=dict)  # job id -> effective build_id
+    secrets: Secrets = field(default_factory=Secrets.from_env)
+    publications: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def execute(self, jobs: list[Job]) -> list[Outcome]:
@@ -127,10 +133,12 @@ class Run:
                 outcome.result, outcome.reason = "failed", str(err)
             self.console.print(f"[red]cannot run:[/] {err}")
             return list(outcomes.values())
-        context = StageContext(self.settings, client, OsBases(self.settings, client),
+        context = StageContext(self.settings, client, OsBases(self.settings, client, Upstream(self.settings)),
                                describe(self.catalogue_dir), self.catalogue_dir,
                                self.descriptions, apptainer)
         self._schedule(todo, outcomes, context)
+        if "publish" in self.stages:
+            Publisher(self, context).publish_all(outcomes)
         return list(outcomes.values())
 
     def _schedule(self, todo: list[Outcome], outcomes: dict, context) -> None:
@@ -175,19 +183,20 @@ class Run:
         style = {"passed": "green", "failed": "red", "skipped": "yellow"}[outcome.result]
         first = outcome.reason.splitlines()[0] if outcome.reason else ""
         self.console.log(f"[{style}]{outcome.result:7}[/] {outcome.job.id} "
-                         f"({outcome.duration:.0f} s) {first}  [{finished}/{len(outcomes)}]")
+                         f"({outcome.duration:.0f} s) {escape(self.secrets.mask(first))}  "
+                         f"[{finished}/{len(outcomes)}]")
 
     def _run_job(self, outcome: Outcome, outcomes: dict, context) -> None:
         start = time.monotonic()
         with open(outcome.log, "a", encoding="utf-8") as handle:
             def log(line: str) -> None:
-                handle.write(line + "\n")
+                handle.write(self.secrets.mask(line) + "\n")
                 handle.flush()
 
             log(f"job {outcome.job.id}: {outcome.job.reason}")
-            stage = self.stages[0]
+            stage = self.job_stages[0]
             try:
-                for stage in self.stages:
+                for stage in self.job_stages:
                     stage_start = time.monotonic()
                     self._update(outcome, stage)
                     details = self._stage(stage, outcome, outcomes, context, log)
@@ -207,6 +216,11 @@ class Run:
             finally:
                 outcome.duration = time.monotonic() - start
 
+
+    @property
+    def job_stages(self) -> tuple:
+        """The stages run per job; publish runs per tag, once the jobs are done."""
+        return tuple(s for s in self.stages if s != "publish")
 
     def _stage(self, stage: str, outcome: Outcome, outcomes: dict, context, log) -> dict:
         job = outcome.job

@@ -8,7 +8,6 @@
 | ``PIPELINE_BUILDER`` | ``auto`` | ``buildx``, ``buildkit`` (the daemon's BuildKit) or ``auto`` |
 | ``PIPELINE_DOCKER`` | found | the docker client to build with |
 | ``PIPELINE_MIRRORS`` | none | ``docker.io=mirror.site:5000,quay.io=...``: registry mirrors |
-| ``PIPELINE_OS_MAX_AGE_DAYS`` | ``7`` | bootstrap OS root filesystems older than this are remade |
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ class Settings:
     builder: str
     docker: str | None
     mirrors: dict
-    os_max_age_days: float
 
     @classmethod
     def from_env(cls, checkout: Path, env: dict | None = None) -> Settings:
@@ -48,7 +46,6 @@ class Settings:
             builder=builder,
             docker=env.get("PIPELINE_DOCKER") or None,
             mirrors=parse_mirrors(env.get("PIPELINE_MIRRORS", "")),
-            os_max_age_days=float(env.get("PIPELINE_OS_MAX_AGE_DAYS", "7")),
         )
 
 

@@ -28,6 +28,8 @@ NEEDS = (
     Need("QEMU user emulation", ("qemu-aarch64-static", "update-binfmts"),
          ("qemu-user-static", "binfmt-support")),
     Need("Debian bootstrap", ("mmdebstrap", "arch-test"), ("mmdebstrap", "arch-test")),
+    # Reads published manifest lists back independently of the factory's own client.
+    Need("registry inspection", ("skopeo",), ("skopeo",)),
 )
 
 

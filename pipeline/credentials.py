@@ -1,0 +1,58 @@
+"""Credentials, from environment variables only, and the masking of their values.
+
+| variable | used for |
+|---|---|
+| ``PIPELINE_REGISTRY_USERNAME`` | login to the target registry (Docker Hub: the account) |
+| ``PIPELINE_REGISTRY_PASSWORD`` | its password or access token (secret) |
+| ``PIPELINE_LIBRARY_URL`` | the Sylabs library endpoint (overrides the target's ``library.endpoint``) |
+| ``PIPELINE_LIBRARY_TOKEN`` | the library's access token (secret) |
+| ``PIPELINE_SIGNING_KEY`` | a PGP private key file: SIFs are signed with ``apptainer sign`` |
+| ``PIPELINE_SIGNING_PASSPHRASE`` | its passphrase (secret) |
+
+Every value of a secret variable is replaced by ``***`` in whatever ``mask`` is given: the
+job logs, the summary, the console and error messages all go through it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.distribution import Credentials
+
+SECRET_VARIABLES = ("PIPELINE_REGISTRY_PASSWORD", "PIPELINE_LIBRARY_TOKEN",
+                    "PIPELINE_SIGNING_PASSPHRASE")
+
+
+@dataclass(frozen=True, repr=False)
+class Secrets:
+    registry: Credentials
+    library_url: str | None
+    library_token: str | None
+    signing_key: Path | None
+    signing_passphrase: str | None
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> Secrets:
+        env = os.environ if env is None else env
+        key = env.get("PIPELINE_SIGNING_KEY")
+        return cls(Credentials(env.get("PIPELINE_REGISTRY_USERNAME") or None,
+                               env.get("PIPELINE_REGISTRY_PASSWORD") or None),
+                   env.get("PIPELINE_LIBRARY_URL") or None,
+                   env.get("PIPELINE_LIBRARY_TOKEN") or None,
+                   Path(key) if key else None,
+                   env.get("PIPELINE_SIGNING_PASSPHRASE") or None)
+
+    def values(self) -> list[str]:
+        found = [self.registry.password, self.library_token, self.signing_passphrase]
+        # Longest first, so a secret that contains another is masked whole.
+        return sorted({v for v in found if v}, key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        for value in self.values():
+            text = text.replace(value, "***")
+        return text
+
+    def __repr__(self) -> str:
+        return "Secrets(***)"

@@ -1,0 +1,177 @@
+"""Publish stage: what passed its tests goes to the target, one tag at a time.
+
+A tag (``repository:tag``) declares arches (the plan's cells for it).  It is published only
+when every one of them either passed all its stages in this run or is already published
+with the same build_id; otherwise nothing of it is pushed and the reason names the arch.
+Order, so that a failure leaves the moving tags untouched and a rerun resumes:
+
+1. each arch's image, copied by digest from the lab's staging area (blobs the target
+   already has are skipped, same-registry blobs are mounted);
+2. each arch's SIF as an ORAS artifact, ``<repository>-sif:<tag>-<arch>-<build_id[:12]>``;
+3. each arch's SIF to the Sylabs library, when one is configured;
+4. the OCI index (one multi-arch list) under the immutable tag ``<tag>-<publication>``
+   (``publication``: a hash of the arches' build_ids; never overwritten);
+5. the moving tags last: ``<repository>-sif:<tag>-<arch>``, then ``<repository>:<tag>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.apptainer import Apptainer
+from pipeline.artifacts import copy_image, make_index, platform_of, push_sif, sha256_file
+from pipeline.credentials import Secrets
+from pipeline.distribution import Registry
+from pipeline.labels import FACTORY, OCI
+from pipeline.published import BUILD_ID, published_arches
+from pipeline.registry import RegistryError
+from pipeline.shell import Log
+
+SIF_SUFFIX = "-sif"
+
+
+class PublishRefused(RuntimeError):
+    """The tag may not be published (an arch is missing or failed); nothing was pushed."""
+
+
+class PublishFailed(RuntimeError):
+    """Pushing failed; the moving tag was not touched."""
+
+
+@dataclass(frozen=True)
+class PublishContext:
+    target_name: str
+    staging: Registry
+    registry: Registry
+    secrets: Secrets
+    library_endpoint: str | None
+    library_collection: str | None
+    apptainer: Apptainer | None
+    scratch: Path
+    revision: str
+    created: str
+
+
+@dataclass
+class ArchState:
+    """One declared arch of a tag, as this run left it."""
+
+    arch: str
+    job_id: str
+    build_id: str | None  # effective, when known
+    digest: str | None = None  # the built image, when it passed in this run
+    staging_repository: str | None = None
+    sif: Path | None = None
+    missing: str | None = None  # why it cannot be published
+    pushed: dict = field(default_factory=dict)
+
+
+def publication_id(build_ids: dict) -> str:
+    text = "\n".join(f"{arch}={bid}" for arch, bid in sorted(build_ids.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def publish_tag(repository: str, tag: str, arches: list[ArchState], ctx: PublishContext,
+                log: Log) -> dict:
+    """Publish one tag; returns what was pushed.  PublishRefused / PublishFailed otherwise."""
+    missing = [f"{a.arch} {a.missing}" for a in arches if a.missing]
+    if missing:
+        raise PublishRefused(f"{repository}:{tag} not published: " + "; ".join(missing))
+    try:
+        return _publish(repository, tag, arches, ctx, log)
+    except (RegistryError, FileNotFoundError, OSError) as err:
+        raise PublishFailed(ctx.secrets.mask(str(err))) from None
+
+
+def _publish(repository: str, tag: str, arches: list[ArchState], ctx: PublishContext,
+             log: Log) -> dict:
+    reg = ctx.registry
+    current = published_arches(reg, repository, tag)
+    fresh = [a for a in arches if current.get(a.arch, {}).get("annotations", {}).get(BUILD_ID)
+             != a.build_id]
+    for state in arches:
+        if state not in fresh:
+            state.pushed = {"result": "already published", "image":
+                            f"{reg.host}/{repository}@{current[state.arch]['digest']}"}
+        elif state.digest is None:
+            raise PublishRefused(f"{repository}:{tag} not published: {state.arch} is published "
+                                 "with another build_id and was not built in this run")
+    publication = publication_id({a.arch: a.build_id for a in arches})
+    immutable = f"{tag}-{publication}"
+    if not fresh:
+        log(f"{repository}:{tag}: every arch is already published")
+        return {"index": f"{reg.host}/{repository}:{tag}@{next(iter(current.values()))['index']}",
+                "tags": [tag], "result": "already published"}
+
+    entries = {a: current[a] for a in current if a in {s.arch for s in arches}}
+    sif_manifests = {}
+    for state in fresh:
+        log(f"{repository}:{tag}: copying {state.arch} image {state.digest}")
+        descriptor = copy_image(ctx.staging, state.staging_repository, reg, repository,
+                                state.digest, ctx.scratch)
+        entries[state.arch] = {**descriptor,
+                               "platform": platform_of(reg, repository, state.digest),
+                               "annotations": {BUILD_ID: state.build_id,
+                                               f"{FACTORY}.id": state.job_id}}
+        state.pushed = {"result": "published", "image": f"{reg.host}/{repository}@{state.digest}"}
+        if state.sif:
+            sif_repo = repository + SIF_SUFFIX
+            sif_tag = f"{tag}-{state.arch}-{state.build_id[:12]}"
+            log(f"{repository}:{tag}: pushing {state.sif.name} as oras://{reg.host}/{sif_repo}:"
+                f"{sif_tag}")
+            sif_manifests[state.arch] = push_sif(reg, sif_repo, [sif_tag], state.sif, {
+                BUILD_ID: state.build_id, f"{FACTORY}.id": state.job_id,
+                f"{OCI}.created": ctx.created, f"{OCI}.revision": ctx.revision})
+            state.pushed.update({"sif": f"oras://{reg.host}/{sif_repo}:{tag}-{state.arch}",
+                                 "sif_immutable": f"oras://{reg.host}/{sif_repo}:{sif_tag}",
+                                 "sif_manifest": sif_manifests[state.arch],
+                                 "sif_sha256": sha256_file(state.sif)})
+            state.pushed["library"] = _library(repository, tag, state, ctx, log)
+
+    existing = reg.manifest(repository, immutable)
+    if existing:  # the same build_ids were published before: reuse, never overwrite
+        body, media_type, index_digest = existing
+        log(f"{repository}:{immutable} exists ({index_digest}); reused")
+    else:
+        body = make_index([{k: v for k, v in e.items() if k != "index"}
+                           for e in entries.values()], {
+            f"{OCI}.created": ctx.created, f"{OCI}.revision": ctx.revision,
+            f"{OCI}.version": tag, f"{FACTORY}.publication": publication})
+        media_type = "application/vnd.oci.image.index.v1+json"
+        index_digest = reg.put_manifest(repository, immutable, body, media_type)
+    for state in fresh:
+        if state.arch in sif_manifests:
+            sif_repo = repository + SIF_SUFFIX
+            sif_body, sif_type, _ = reg.manifest(sif_repo, sif_manifests[state.arch])
+            reg.put_manifest(sif_repo, f"{tag}-{state.arch}", sif_body, sif_type)
+    reg.put_manifest(repository, tag, body, media_type)
+    log(f"{repository}:{tag}: published {index_digest} (also {immutable})")
+    return {"index": f"{reg.host}/{repository}:{tag}@{index_digest}",
+            "tags": [immutable, tag], "result": "published"}
+
+
+def _library(repository: str, tag: str, state: ArchState, ctx: PublishContext, log: Log) -> dict:
+    """Push to the Sylabs library, or say why not."""
+    endpoint = ctx.secrets.library_url or ctx.library_endpoint
+    if not endpoint or not ctx.library_collection:
+        return {"result": "skipped", "reason": f"target {ctx.target_name} has no library "
+                "(set library: in matrix.yaml, or PIPELINE_LIBRARY_URL)"}
+    if not ctx.secrets.library_token:
+        return {"result": "skipped", "reason": "PIPELINE_LIBRARY_TOKEN is not set"}
+    if ctx.apptainer is None:
+        return {"result": "skipped", "reason": "no Apptainer runtime"}
+    from pipeline import library  # only runs when a library is configured
+
+    container = repository.rsplit("/", 1)[-1]
+    reference = f"{ctx.library_collection}/{container}:{tag}"
+    log(f"pushing {state.sif.name} to library://{reference} at {endpoint}")
+    try:
+        pushed = library.push(ctx.apptainer, state.sif, reference, endpoint,
+                              ctx.secrets.library_token, log, ctx.secrets.signing_key,
+                              ctx.secrets.signing_passphrase)
+    except library.LibraryPushFailed as err:
+        raise PublishFailed(ctx.secrets.mask(str(err))) from None
+    return {"result": "published", "reference": f"library://{reference}", "endpoint": endpoint,
+            "digest": pushed, "signed": ctx.secrets.signing_key is not None}
