@@ -1,6 +1,6 @@
 """Sessions: the README's two commands and their helpers.
 
-    nox -s pipeline   the main job: lab up, then run the default selection on the lab
+    nox -s pipeline   the main job: lab up, then build, test and publish the default selection
     nox -s tests      the test suite (brings the lab up itself)
     nox -s lab        `python -m pipeline lab up|status|down` (default: status)
     nox -s plan       print the build plan (arguments go to `python -m pipeline plan`)
@@ -37,10 +37,13 @@ def plan(session: nox.Session) -> None:
 
 @nox.session
 def pipeline(session: nox.Session) -> None:
-    """The main job: bring the lab up, then plan and run (arguments go to `pipeline run`)."""
+    """The main job: lab up, then plan, build, convert, test and publish to the lab registry.
+
+    Arguments go to `pipeline run` (default: `--mode main --select DEFAULT_SELECT`).
+    """
     session.install("-e", ".")
     session.run("python", "-m", "pipeline", "lab", "up")
-    args = list(session.posargs) or ["--select", DEFAULT_SELECT]
+    args = list(session.posargs) or ["--mode", "main", "--select", DEFAULT_SELECT]
     session.run("python", "-m", "pipeline", "run", *args)
 
 
