@@ -8,6 +8,7 @@ injects faults, run nightly (nothing to do) and pr (pushes nothing).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import uuid
@@ -28,12 +29,16 @@ from pipeline.stages.publish import (
     publish_tag,
 )
 from tests.catalogues import init_repo, write
+from tests.fake_library import FakeLibrary
 from tests.faulty_proxy import FaultyProxy
 from tests.lab import bring_up, docker
 
 CATALOGUE = """\
 repositories: {{base: {ns}/base, gpu: {ns}/base, app: {ns}/app}}
-targets: {{local: {{registry: "127.0.0.1:5000"}}}}
+targets:
+  local:
+    registry: "127.0.0.1:5000"
+    library: {{endpoint: "{library}", collection: factorytest/lib}}
 axes:
   os:
     default: debian12
@@ -62,6 +67,7 @@ FILES = {
     "images/base/plain/test.sh": "#!/bin/sh\ntest -s /etc/factory-test-run\n",
 }
 PASSWORD = "s3cret-" + uuid.uuid4().hex[:8]
+LIBRARY_TOKEN = "library-token-" + uuid.uuid4().hex
 
 
 def run(root: Path, out: Path, *extra: str, env: dict | None = None) -> tuple[int, dict, str]:
@@ -91,14 +97,19 @@ def published(tmp_path_factory):
     settings = bring_up()
     root = tmp_path_factory.mktemp("publish")
     namespace = f"factorytest-{uuid.uuid4().hex[:8]}"
-    write(root, CATALOGUE.format(ns=namespace),
-                   {**FILES, "images/base/plain/.test-run": uuid.uuid4().hex})
-    (root / ".gitignore").write_text("out/\n")
-    init_repo(root)
-    code, summary, output = run(root, root / "out", "--mode", "main", "-j", "2")
-    assert code == 0, output
-    return {"settings": settings, "root": root, "repo": f"{namespace}/base", "summary": summary,
-            "jobs": {j["id"]: j for j in summary["jobs"]}, "output": output}
+    # The Sylabs library is a hosted service: a fake of its API stands in (fake_library.py),
+    # driven by the real apptainer client.
+    with FakeLibrary(LIBRARY_TOKEN) as library:
+        write(root, CATALOGUE.format(ns=namespace, library=library.url),
+              {**FILES, "images/base/plain/.test-run": uuid.uuid4().hex})
+        (root / ".gitignore").write_text("out/\n")
+        init_repo(root)
+        code, summary, output = run(root, root / "out", "--mode", "main", "-j", "2",
+                                    env={"PIPELINE_LIBRARY_TOKEN": LIBRARY_TOKEN})
+        assert code == 0, output
+        yield {"settings": settings, "root": root, "repo": f"{namespace}/base",
+               "summary": summary, "jobs": {j["id"]: j for j in summary["jobs"]},
+               "output": output, "library": library}
 
 
 def test_the_tag_is_one_list_of_both_arches_with_the_built_digests(published):
@@ -148,6 +159,21 @@ def test_a_sif_pulled_back_with_apptainer_is_the_one_built(published, tmp_path):
                   unprivileged=True)
     assert sha256_file(pulled) == sha256_file(Path(job["sif"]))
     assert job["stages"]["publish"]["sif_sha256"] == sha256_file(pulled)
+
+
+def test_each_arch_s_sif_is_in_the_library_and_the_token_is_in_no_log(published):
+    library, repo = published["library"], published["repo"]
+    stored = library.tagged_by_arch()
+    for arch in ("amd64", "arm64"):
+        job = published["jobs"][f"{repo}:plain@{arch}"]
+        pushed = job["stages"]["publish"]["library"]
+        assert pushed["result"] == "published"
+        assert pushed["reference"] == "library://factorytest/lib/base:plain"
+        image = stored[("factorytest/lib/base:plain", arch)]
+        assert "sha256:" + hashlib.sha256(image.data).hexdigest() == sha256_file(Path(job["sif"]))
+    out = published["root"] / "out"
+    logs = "".join(p.read_text() for p in (out / "logs").iterdir())
+    assert LIBRARY_TOKEN not in logs + published["output"] + (out / "summary.json").read_text()
 
 
 def test_a_nightly_run_with_nothing_changed_builds_and_pushes_nothing(published, tmp_path):
