@@ -81,8 +81,8 @@ def sha256_file(path: Path) -> str:
 
 
 def push_sif(target: Registry, repository: str, tags: list[str], sif: Path,
-             annotations: dict) -> str:
-    """Push a SIF as an ORAS artifact under each tag; returns the manifest's digest.
+             annotations: dict) -> tuple[str, str]:
+    """Push a SIF as an ORAS artifact under each tag; returns (manifest digest, SIF digest).
 
     ``apptainer pull oras://REGISTRY/REPOSITORY:TAG`` then fetches it.  The SIF blob is
     uploaded once and only when the registry lacks it (a rerun after a failure resumes).
@@ -103,7 +103,7 @@ def push_sif(target: Registry, repository: str, tags: list[str], sif: Path,
     digest = ""
     for tag in tags:
         digest = target.put_manifest(repository, tag, body, OCI_MANIFEST)
-    return digest
+    return digest, layer
 
 
 def make_index(entries: list[dict], annotations: dict) -> bytes:

@@ -45,14 +45,19 @@ class Secrets:
                    env.get("PIPELINE_SIGNING_PASSPHRASE") or None)
 
     def values(self) -> list[str]:
-        found = [self.registry.password, self.library_token, self.signing_passphrase]
-        # Longest first, so a secret that contains another is masked whole.
-        return sorted({v for v in found if v}, key=len, reverse=True)
+        return [v for v in (self.registry.password, self.library_token,
+                            self.signing_passphrase) if v]
 
     def mask(self, text: str) -> str:
-        for value in self.values():
-            text = text.replace(value, "***")
-        return text
+        return mask(text, self.values())
 
     def __repr__(self) -> str:
         return "Secrets(***)"
+
+
+def mask(text: str, secrets: list) -> str:
+    """``text`` with every secret value replaced by ``***``."""
+    # Longest first, so a secret that contains another is masked whole.
+    for value in sorted({v for v in secrets if v}, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text

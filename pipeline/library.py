@@ -21,7 +21,6 @@ the signature against that keyring before uploading. Without a key, ``push -U``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -33,6 +32,8 @@ from pathlib import Path
 import yaml
 
 from pipeline.apptainer import Apptainer
+from pipeline.artifacts import sha256_file
+from pipeline.credentials import mask
 from pipeline.shell import Log
 
 REMOTE = "pipeline"
@@ -68,7 +69,7 @@ def push(apptainer: Apptainer, sif: Path, reference: str, endpoint: str, token: 
                                                                       dir=sif.parent))
             pushed = Path(signing) / sif.name
             _sign(apptainer, sif, pushed, signing_key, passphrase, config, binds, log, secrets)
-        digest = "sha256:" + _sha256(pushed)
+        digest = sha256_file(pushed)
         allow_unsigned = [] if signing_key is not None else ["-U"]
         code, lines = _apptainer(apptainer, ["push", *allow_unsigned, str(pushed),
                                              f"library://{reference}"], binds, config, log,
@@ -137,7 +138,7 @@ def _apptainer(apptainer: Apptainer, args: list, binds: list, config: Path, log:
             except BrokenPipeError:  # it exited without asking; its output says why
                 pass
         for line in child.stdout:
-            line = _mask(line.rstrip("\n"), secrets)
+            line = mask(line.rstrip("\n"), secrets)
             lines.append(line)
             log(line)
     return child.returncode, lines
@@ -159,16 +160,3 @@ def _last_error(lines: list[str]) -> str:
     return re.sub(r"^\s*(FATAL|ERROR):\s*", "", last).strip()
 
 
-def _mask(text: str, secrets: list) -> str:
-    # Apptainer does not print the token, but a server's error message could echo it back.
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.apptainer import Apptainer
-from pipeline.artifacts import copy_image, make_index, platform_of, push_sif, sha256_file
+from pipeline.artifacts import copy_image, make_index, platform_of, push_sif
 from pipeline.credentials import Secrets
 from pipeline.distribution import Registry
 from pipeline.labels import FACTORY, OCI
@@ -121,13 +121,13 @@ def _publish(repository: str, tag: str, arches: list[ArchState], ctx: PublishCon
             sif_tag = f"{tag}-{state.arch}-{state.build_id[:12]}"
             log(f"{repository}:{tag}: pushing {state.sif.name} as oras://{reg.host}/{sif_repo}:"
                 f"{sif_tag}")
-            sif_manifests[state.arch] = push_sif(reg, sif_repo, [sif_tag], state.sif, {
+            sif_manifests[state.arch], sif_digest = push_sif(reg, sif_repo, [sif_tag], state.sif, {
                 BUILD_ID: state.build_id, f"{FACTORY}.id": state.job_id,
                 f"{OCI}.created": ctx.created, f"{OCI}.revision": ctx.revision})
             state.pushed.update({"sif": f"oras://{reg.host}/{sif_repo}:{tag}-{state.arch}",
                                  "sif_immutable": f"oras://{reg.host}/{sif_repo}:{sif_tag}",
                                  "sif_manifest": sif_manifests[state.arch],
-                                 "sif_sha256": sha256_file(state.sif)})
+                                 "sif_sha256": sif_digest})
             state.pushed["library"] = _library(repository, tag, state, ctx, log)
 
     existing = reg.manifest(repository, immutable)
