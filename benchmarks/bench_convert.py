@@ -4,7 +4,9 @@ Conversion: the convert stage as ``python -m pipeline run --stages build,convert
 (the image already built), timed by the stage itself.  Plain: the image's root filesystem
 exported with ``docker export`` (not timed), then ``mksquashfs -noappend -all-root`` timed
 with the same mksquashfs, in the same runtime, on the same cores.  Prints both, their
-ratio and the SIF's size.  Needs the lab.  Target: ratio <= 1.5.
+ratio and the SIF's size, with the Docker engine's version and where the conversion worked
+(see pipeline/lab/engine.py and pipeline/scratch.py for why both matter).  Needs the lab.
+Target: ratio <= 1.5.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_build import CATALOGUE, REPO
 from pipeline.apptainer import find
-from pipeline.dockerhost import find_build_client
+from pipeline.dockerhost import daemon_version, find_build_client
 from pipeline.settings import Settings
 
 DOCKER = "/usr/bin/docker"
@@ -46,6 +48,8 @@ def main() -> None:
         run(root, root / "out-build", "build")
         job = run(root, root / "out-convert", "build,convert")
         convert_s = job["stages"]["convert"]["duration"]
+        scratch = next((line.split("scratch ", 1)[1] for line in
+                        Path(job["log"]).read_text().splitlines() if "scratch " in line), "?")
         sif_size = Path(job["sif"]).stat().st_size
 
         rootfs = root / "rootfs"
@@ -67,6 +71,7 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(argv, check=True, capture_output=True)
         plain_s = time.perf_counter() - start
+    print(f"docker engine {daemon_version()}; conversion scratch {scratch}")
     print(f"conversion of one base image (docker-daemon -> SIF): {convert_s:.1f} s")
     print(f"plain mksquashfs of the same root filesystem: {plain_s:.1f} s")
     print(f"ratio: {convert_s / plain_s:.2f}")

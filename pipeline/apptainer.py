@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.dockerhost import BuildClient
+from pipeline.scratch import MOUNT, Scratch
 from pipeline.shell import Log, run_logged
 
 SUITE = "sid"
@@ -54,22 +55,29 @@ class Apptainer:
         return f"{self.version} ({where})"
 
     def argv(self, args: list, binds: list, *, docker_socket: bool = False,
-             unprivileged: bool = False, scratch: Path | None = None) -> list:
-        """The command line that runs ``apptainer ARGS`` with ``binds`` visible at their paths."""
+             unprivileged: bool = False, scratch: Scratch | None = None) -> list:
+        """The command line that runs ``apptainer ARGS`` with ``binds`` visible at their paths.
+
+        ``scratch`` is where Apptainer writes its temporary files (APPTAINER_TMPDIR)."""
         if args and args[0] in ("exec", "test", "run", "shell"):
             # Inside the SIF too, the folders are where they are on the host.
             bind_args = [x for b in dict.fromkeys(map(str, binds)) for x in ("--bind", b)]
             args = [args[0], *bind_args, *args[1:]]
         if self.kind == "host":
-            return [self.command, *args]
+            tmpdir = ["env", f"APPTAINER_TMPDIR={scratch.path}"] if scratch else []
+            return [*tmpdir, self.command, *args]
         argv = [self.docker, "run", "--rm", "--network", "host"]
         for path in dict.fromkeys(str(b) for b in binds):
             argv += ["-v", f"{path}:{path}"]
         if docker_socket:
             socket = docker_socket_path()
             argv += ["-v", f"{socket}:/var/run/docker.sock"]
-        if scratch is not None:
-            argv += ["-v", f"{scratch}:{scratch}", "-e", f"APPTAINER_TMPDIR={scratch}"]
+        if scratch is not None and scratch.in_memory:
+            # exec: Apptainer refuses a temporary root filesystem on a noexec mount.
+            argv += ["--tmpfs", f"{MOUNT}:exec,size={scratch.memory_bytes}",
+                     "-e", f"APPTAINER_TMPDIR={MOUNT}"]
+        elif scratch is not None:
+            argv += ["-v", f"{scratch.path}:{scratch.path}", "-e", f"APPTAINER_TMPDIR={scratch.path}"]
         if unprivileged:
             # /dev/fuse is 0600 on this kind of host; open it up inside this container only.
             argv += [*UNPRIVILEGED, "-e", "HOME=/home/factory", self.image, "sh", "-c",

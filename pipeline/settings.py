@@ -8,6 +8,7 @@
 | ``PIPELINE_BUILDER`` | ``auto`` | ``buildx``, ``buildkit`` (the daemon's BuildKit) or ``auto`` |
 | ``PIPELINE_DOCKER`` | found | the docker client to build with |
 | ``PIPELINE_MIRRORS`` | none | ``docker.io=mirror.site:5000,quay.io=...``: registry mirrors |
+| ``PIPELINE_CONVERT_SCRATCH`` | ``auto`` | ``memory``, ``disk`` or ``auto``: where SIF conversion works (``pipeline.scratch``) |
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.problems import InputError, Problem
+from pipeline.scratch import POLICIES
 
 BUILDERS = ("auto", "buildx", "buildkit")
 
@@ -30,14 +32,12 @@ class Settings:
     builder: str
     docker: str | None
     mirrors: dict
+    convert_scratch: str = "auto"
 
     @classmethod
     def from_env(cls, checkout: Path, env: dict | None = None) -> Settings:
         env = os.environ if env is None else env
-        builder = env.get("PIPELINE_BUILDER", "auto")
-        if builder not in BUILDERS:
-            raise InputError([Problem("PIPELINE_BUILDER", None, f"'{builder}' is not one of "
-                                      f"{', '.join(BUILDERS)}")])
+        builder = _one_of(env, "PIPELINE_BUILDER", BUILDERS)
         return cls(
             checkout=checkout,
             registry=env.get("PIPELINE_REGISTRY", "127.0.0.1:5000"),
@@ -46,7 +46,15 @@ class Settings:
             builder=builder,
             docker=env.get("PIPELINE_DOCKER") or None,
             mirrors=parse_mirrors(env.get("PIPELINE_MIRRORS", "")),
+            convert_scratch=_one_of(env, "PIPELINE_CONVERT_SCRATCH", POLICIES),
         )
+
+
+def _one_of(env, name: str, choices: tuple) -> str:
+    value = env.get(name, choices[0])
+    if value not in choices:
+        raise InputError([Problem(name, None, f"'{value}' is not one of {', '.join(choices)}")])
+    return value
 
 
 def parse_mirrors(text: str) -> dict:

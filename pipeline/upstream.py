@@ -48,7 +48,7 @@ def split_reference(reference: str) -> tuple[str, str, str]:
 
 @dataclass
 class Upstream:
-    """Asks each upstream once per run (thread-safe); results are cached for the run."""
+    """Asks each upstream once per run (thread-safe); answers and failures are cached."""
 
     settings: Settings
     _known: dict = field(default_factory=dict)
@@ -65,8 +65,16 @@ class Upstream:
             ask = self._image
         with self._lock:
             if key not in self._known:
-                self._known[key] = ask(*key)
-            return self._known[key]
+                try:
+                    self._known[key] = ask(*key)
+                except UpstreamUnknown as err:
+                    # Asked once per run: an unreachable upstream must not cost its retries
+                    # again for every job built on that OS.
+                    self._known[key] = err
+            found = self._known[key]
+        if isinstance(found, UpstreamUnknown):
+            raise UpstreamUnknown(str(found))
+        return found
 
     @staticmethod
     def _inrelease(mirror: str, suite: str) -> str:

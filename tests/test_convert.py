@@ -173,6 +173,21 @@ def test_rerun_reuses_the_sifs_and_tests_again(ran, tmp_path):
     assert job["reason"].startswith("already built; SIF reused; %test passed")
 
 
+def test_conversion_works_in_memory_and_on_disk(ran, tmp_path, monkeypatch):
+    _, jobs, _ = ran
+    # This machine has the memory for it: the shared run converted on a tmpfs.
+    assert "scratch in memory: the image" in Path(
+        jobs["factorytest/sifbase:ompi-4.1@arm64"]["log"]).read_text()
+    monkeypatch.setenv("PIPELINE_CONVERT_SCRATCH", "disk")
+    root = Path(jobs["factorytest/sifbase:plain@amd64"]["sif"]).parent.parent.parent
+    code, again = run_pipeline(root / "matrix.yaml", tmp_path / "out", "--select",
+                               "factorytest/sifbase:plain@amd64", "--stages", "build,convert,test")
+    job = again["factorytest/sifbase:plain@amd64"]
+    assert code == 0, job["reason"]
+    assert "scratch on disk: PIPELINE_CONVERT_SCRATCH=disk" in Path(job["log"]).read_text()
+    assert job["stages"]["convert"]["cached"] is False
+
+
 JOB = Job(id="r/x:t@amd64", image="x", kind="base", repository="r/x", tag="t", arch="amd64",
           variables={"os": "debian12", "mpi_family": "none", "gcc": "12"}, recipe="images/x",
           needs=(), build_id="b" * 64)

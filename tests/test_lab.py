@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import io
 import socket
+import subprocess
 import sys
+import tarfile
 import urllib.request
 
 import pytest
 
-from pipeline.lab import host, lab, process
+from pipeline.lab import engine, host, lab, process
 from pipeline.osbase import mirrored
 from pipeline.problems import InputError
 from pipeline.settings import Settings, parse_mirrors
-from tests.lab import REPO, bring_up
+from tests.lab import DOCKER, REPO, bring_up, docker
 
 
 def test_up_is_idempotent_and_status_reports_everything():
@@ -29,6 +31,53 @@ def test_up_is_idempotent_and_status_reports_everything():
     for component in ("docker daemon", "builder", "registry", "qemu arm64", "mmdebstrap"):
         assert component in table
     assert "apptainer" in table  # reported, even while it is not set up
+
+
+def test_the_lab_engine_saves_images_as_an_oci_layout(tmp_path):
+    """What makes docker-daemon conversion skip recompressing layers (pipeline/lab/engine.py)."""
+    bring_up()
+    rootfs = tmp_path / "rootfs.tar"
+    (tmp_path / "hello").write_text("hello\n")
+    with tarfile.open(rootfs, "w") as tar:
+        tar.add(tmp_path / "hello", arcname="hello")
+    docker("import", str(rootfs), "factory-test/oci-save:1")
+    try:
+        saved = subprocess.run([DOCKER, "save", "factory-test/oci-save:1"], capture_output=True,
+                               check=True).stdout
+        (tmp_path / "saved.tar").write_bytes(saved)
+        with tarfile.open(tmp_path / "saved.tar") as tar:
+            names = set(tar.getnames())
+    finally:
+        docker("rmi", "factory-test/oci-save:1", check=False)
+    assert {"oci-layout", "index.json"} <= names, sorted(names)
+
+
+def test_engine_version_and_suite_choice(monkeypatch, tmp_path):
+    assert engine.engine_major("Docker version 20.10.24+dfsg1, build 297e128") == 20
+    assert engine.engine_major("26.1.5+dfsg1") == 26
+    release = tmp_path / "os-release"
+    release.write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_CODENAME=bookworm\n')
+    assert engine.codename(release) == "bookworm"
+    monkeypatch.setattr(engine, "codename", lambda: "bookworm")
+    monkeypatch.setattr(engine, "installed_major", lambda: 20)
+    assert engine.newer_suite() == "trixie"
+    monkeypatch.setattr(engine, "installed_major", lambda: None)  # fresh machine
+    assert engine.newer_suite() == "trixie"
+    monkeypatch.setattr(engine, "installed_major", lambda: 26)
+    assert engine.newer_suite() is None
+    monkeypatch.setattr(engine, "installed_major", lambda: 20)
+    monkeypatch.setattr(engine, "codename", lambda: "noble")  # no known newer suite: left alone
+    assert engine.newer_suite() is None
+
+
+def test_the_engine_comes_from_the_host_s_own_mirror(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example.org/debian\nSuites: bookworm\n")
+    assert engine.host_mirror(tmp_path) == "http://mirror.example.org/debian"
+    (tmp_path / "sources.list").write_text(
+        "deb [arch=amd64] http://ftp.example.net/debian bookworm main\n")
+    assert engine.host_mirror(tmp_path) == "http://ftp.example.net/debian"
 
 
 def test_host_without_apt_gets_instructions_and_exit_2(monkeypatch, tmp_path):

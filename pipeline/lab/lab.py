@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import apptainer, dockerhost, registry
-from pipeline.lab import host, process
+from pipeline.lab import engine, host, process
 from pipeline.report import make_console
 from pipeline.settings import Settings
 
@@ -48,8 +48,15 @@ def up(settings: Settings, out=sys.stdout) -> int:
     paths = LabPaths(settings.lab_dir)
     console = make_console(out)
     needs = host.missing()
-    if needs:
+    suite = engine.newer_suite() if host.can_apt() else None
+    if needs or suite:
         packages = sorted({p for n in needs for p in n.packages})
+        if suite:
+            console.print(f"docker engine: taking {', '.join(engine.PACKAGES)} from Debian "
+                          f"{suite} (docker save writes an OCI layout from Docker "
+                          f"{engine.OCI_SAVE_MAJOR} on; see pipeline/lab/engine.py)")
+            packages = [p for p in packages if p not in engine.PACKAGES] + engine.add_source(
+                suite, engine.host_mirror())
         if not host.can_apt():
             console.print("The lab needs: " + "; ".join(n.what for n in needs) + ".\n"
                           "This host has no apt-get or this is not root, so install them "
@@ -84,8 +91,17 @@ def _ensure_apptainer(settings: Settings, client, paths: LabPaths, console: Cons
 
 
 def _ensure_docker(paths: LabPaths, console: Console) -> None:
-    if dockerhost.daemon_version():
-        console.print(f"docker daemon: running ({dockerhost.daemon_version()})")
+    running = dockerhost.daemon_version()
+    if running and process.running_pid(paths.run, "dockerd") and (
+            engine.engine_major(running) or 0) < (engine.installed_major() or 0):
+        # The lab's own daemon predates the engine just installed: restart it on the new one.
+        console.print(f"docker daemon: restarting ({running} is older than the installed one)")
+        process.stop(paths.run, "dockerd")
+        running = None
+    if running:
+        note = "" if (engine.engine_major(running) or 0) >= engine.OCI_SAVE_MAJOR else (
+            f"; older than {engine.OCI_SAVE_MAJOR}, so SIF conversion recompresses every layer")
+        console.print(f"docker daemon: running ({running}{note})")
         return
     service = process.Service("dockerd", DOCKERD_ARGS,
                               ready=lambda: dockerhost.daemon_version() is not None)
@@ -121,6 +137,8 @@ def status(settings: Settings, out=sys.stdout) -> int:
     rows = []
     daemon = dockerhost.daemon_version()
     started = process.running_pid(paths.run, "dockerd")
+    if daemon and (engine.engine_major(daemon) or 0) < engine.OCI_SAVE_MAJOR:
+        daemon += f" (older than {engine.OCI_SAVE_MAJOR}: SIF conversion recompresses layers)"
     rows.append(("docker daemon", bool(daemon), f"{daemon} " + (
         f"(started by the lab, pid {started})" if started else "(not started by the lab)")
         if daemon else "not reachable"))

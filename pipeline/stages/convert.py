@@ -20,6 +20,7 @@ from pathlib import Path
 from pipeline.deffile import definition, sif_labels, sif_name
 from pipeline.dockerhost import inspect_image, pull
 from pipeline.plan import Job
+from pipeline.scratch import available_memory, choose
 from pipeline.shell import Log
 from pipeline.stages.build import Built
 from pipeline.stages.context import StageContext
@@ -63,8 +64,11 @@ def convert(job: Job, built: Built, ctx: StageContext, log: Log) -> Converted:
                                    script.read_text() if script.exists() else None))
     partial = sif.parent / (sif.name + ".partial")
     partial.unlink(missing_ok=True)
-    scratch = ctx.scratch / sif.stem
-    scratch.mkdir(parents=True, exist_ok=True)
+    scratch = choose(ctx.settings.convert_scratch,
+                     int(inspect_image(ctx.client.path, built.tagged, "{{.Size}}")),
+                     ctx.scratch / sif.stem, ctx.apptainer.kind, available_memory())
+    log(f"scratch {scratch.reason}")
+    scratch.path.mkdir(parents=True, exist_ok=True)
     try:
         ctx.apptainer.run(["build", "--notest", "--disable-cache", str(partial), str(def_file)],
                           [ctx.sif_dir], log, docker_socket=True, scratch=scratch)
@@ -72,7 +76,7 @@ def convert(job: Job, built: Built, ctx: StageContext, log: Log) -> Converted:
         partial.unlink(missing_ok=True)
         raise ConvertFailed(f"apptainer build failed for {def_file.name}; see the log") from None
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch.path, ignore_errors=True)
     partial.chmod(0o644)
     partial.replace(sif)
     stamp.write_text(built.build_id + "\n")
