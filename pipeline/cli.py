@@ -24,7 +24,7 @@ from pipeline.distribution import Registry, RetryPolicy
 from pipeline.lab import lab
 from pipeline.plan import Job, build_plan
 from pipeline.problems import InputError, Problem
-from pipeline.published import effective_build_ids, mark_published
+from pipeline.published import effective_build_ids, mark_published, tag_closure
 from pipeline.report import make_console, plan_json, plan_table
 from pipeline.select import parse_globs, select
 from pipeline.settings import Settings
@@ -96,7 +96,7 @@ def planned_for(args: argparse.Namespace, settings: Settings) -> tuple[Planned, 
     if args.mode == "pr":  # never publishes: the registry is not asked
         return planned, target
     upstream = Upstream(settings)
-    ids, _ = effective_build_ids(planned.declared, upstream)
+    ids, _ = effective_build_ids(tag_closure(planned.declared, planned.jobs), upstream)
     jobs = planned.jobs
     if args.mode == "nightly":
         secrets = Secrets.from_env()

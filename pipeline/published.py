@@ -46,6 +46,21 @@ def effective_build_ids(jobs: list[Job], upstream: Upstream) -> tuple[dict, dict
     return known, unknown
 
 
+def tag_closure(declared: list[Job], selected: list[Job]) -> list[Job]:
+    """The declared jobs publishing needs build_ids for: every arch of the selected jobs'
+    tags, and what those need, in the plan's (dependency) order."""
+    by_id = {job.id: job for job in declared}
+    tags = {(job.repository, job.tag) for job in selected}
+    wanted = {job.id for job in declared if (job.repository, job.tag) in tags}
+    todo = list(wanted)
+    while todo:
+        for need in by_id[todo.pop()].needs:
+            if need in by_id and need not in wanted:
+                wanted.add(need)
+                todo.append(need)
+    return [job for job in declared if job.id in wanted]
+
+
 def published_arches(registry: Registry, repository: str, tag: str) -> dict:
     """{arch: descriptor} of the index published as ``repository:tag`` (empty when none)."""
     index = read_index(registry, repository, tag)

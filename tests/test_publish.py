@@ -259,6 +259,28 @@ def test_publishing_through_faults_loses_and_corrupts_nothing(published, tmp_pat
         direct.download_blob(f"{repo}-sif", layer["digest"], tmp_path / "sif")
 
 
+def test_a_publish_that_failed_half_way_resumes_without_uploading_again(published):
+    repo = published["repo"].replace("/base", "/resumed")
+    # The registry keeps failing once the images and SIFs are up, when the index is pushed.
+    index_put = lambda m, p: m == "PUT" and f"/v2/{repo}/manifests/plain-" in p
+    with FaultyProxy("127.0.0.1:5000", [(index_put, "503", 100)]) as proxy:
+        target = Registry(proxy.address, policy=RetryPolicy(attempts=2, total_seconds=10))
+        with pytest.raises(PublishFailed, match="503"):
+            publish_tag(repo, "plain", _states(published), _context(published, target), print)
+        first_uploads = [r for r in proxy.requests if r[0] == "POST" and "/blobs/uploads/" in r[1]]
+    direct = Registry("127.0.0.1:5000")
+    assert first_uploads  # it had got as far as uploading
+    assert direct.manifest(repo, "plain") is None  # the moving tag comes last: not there
+    with FaultyProxy("127.0.0.1:5000", []) as proxy:
+        result = publish_tag(repo, "plain", _states(published),
+                             _context(published, Registry(proxy.address)), print)
+        uploads = [r for r in proxy.requests if r[0] in ("POST", "PATCH", "PUT")
+                   and "/blobs/uploads/" in r[1]]
+    assert result["result"] == "published"
+    assert uploads == []  # every image layer and SIF was already there
+    assert result["index"].endswith(direct.manifest(repo, "plain")[2])
+
+
 def test_a_tag_with_a_failed_arch_is_refused_and_nothing_is_pushed(published):
     repo = published["repo"].replace("/base", "/refused")
     states = _states(published)
