@@ -88,8 +88,9 @@ def target_of(catalogue: Catalogue, name: str | None, settings: Settings) -> Tar
 
 def planned_for(args: argparse.Namespace, settings: Settings) -> tuple[Planned, Target]:
     """The plan and its target.  Outside ``pr`` mode the effective build_ids are computed
-    (publishing compares them with the target's); in ``nightly`` mode jobs already
-    published on the target become ``skip``."""
+    (publishing compares them with the target's), and jobs already published on the
+    target become ``skip``: a rerun of the same revision, or a nightly run with nothing
+    changed upstream, builds nothing."""
     planned = plan_with_catalogue(Path(args.matrix), args.mode, args.changed_from,
                                   parse_globs(args.select) if args.select else None)
     target = target_of(planned.catalogue, args.target, settings)
@@ -98,7 +99,7 @@ def planned_for(args: argparse.Namespace, settings: Settings) -> tuple[Planned, 
     upstream = Upstream(settings)
     ids, _ = effective_build_ids(tag_closure(planned.declared, planned.jobs), upstream)
     jobs = planned.jobs
-    if args.mode == "nightly":
+    if args.mode in ("main", "nightly"):
         secrets = Secrets.from_env()
         registry = Registry(target.registry, secrets.registry,
                             RetryPolicy(attempts=4, total_seconds=60))

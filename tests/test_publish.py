@@ -194,6 +194,16 @@ def test_a_nightly_run_with_nothing_changed_builds_and_pushes_nothing(published,
     assert reg.manifest(repo, "plain")[2] == before
 
 
+def test_a_main_rerun_of_a_published_revision_builds_nothing(published, tmp_path):
+    root, repo = published["root"], published["repo"]
+    code, summary, output = run(root, tmp_path / "out", "--mode", "main")
+    assert code == 0, output
+    assert {j["id"]: (j["result"], j["reason"].split(" (")[0]) for j in summary["jobs"]} == {
+        f"{repo}:plain@{arch}": ("skipped", f"already published as 127.0.0.1:5000/{repo}:plain")
+        for arch in ("amd64", "arm64")}
+    assert summary["publications"] == []
+
+
 def test_pr_mode_pushes_nothing_even_with_credentials(published, tmp_path):
     root, repo = published["root"], published["repo"]
     (root / "images/base/plain/.test-run").write_text(uuid.uuid4().hex)  # a new build_id
