@@ -124,6 +124,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise InputError([Problem("-j", None, "give at least 1 job at a time")])
     settings = _settings(args)
+    key_problem = Secrets.from_env().signing_key_problem() if args.mode != "pr" else None
+    if key_problem:  # before anything is built: publishing would fail at the end
+        raise InputError([Problem("PIPELINE_SIGNING_KEY", None, key_problem)])
     planned, target = planned_for(args, settings)
     console = make_console()
     run = runner.Run(settings, Path(args.matrix).resolve().parent, stages, args.jobs, console,

@@ -4,9 +4,9 @@
 |---|---|
 | ``PIPELINE_REGISTRY_USERNAME`` | login to the target registry (Docker Hub: the account) |
 | ``PIPELINE_REGISTRY_PASSWORD`` | its password or access token (secret) |
-| ``PIPELINE_LIBRARY_URL`` | the Sylabs library endpoint (overrides the target's ``library.endpoint``) |
+| ``PIPELINE_LIBRARY_URL`` | the Sylabs library endpoint, used as given (e.g. ``https://library.sylabs.io``; ``http://`` for a local one); overrides the target's ``library.endpoint`` |
 | ``PIPELINE_LIBRARY_TOKEN`` | the library's access token (secret) |
-| ``PIPELINE_SIGNING_KEY`` | a PGP private key file: SIFs are signed with ``apptainer sign`` |
+| ``PIPELINE_SIGNING_KEY`` | a PGP private key file (ASCII-armoured); SIFs are signed with ``apptainer sign``; PEM keys are refused (the library rejects their signatures) |
 | ``PIPELINE_SIGNING_PASSPHRASE`` | its passphrase (secret) |
 
 Every value of a secret variable is replaced by ``***`` in whatever ``mask`` is given: the
@@ -43,6 +43,19 @@ class Secrets:
                    env.get("PIPELINE_LIBRARY_TOKEN") or None,
                    Path(key) if key else None,
                    env.get("PIPELINE_SIGNING_PASSPHRASE") or None)
+
+    def signing_key_problem(self) -> str | None:
+        """Why ``PIPELINE_SIGNING_KEY`` cannot sign, or None (also when no key is set)."""
+        key = self.signing_key
+        if key is None:
+            return None
+        if not key.is_file():
+            return f"'{key}' is not a file; give the path of a PGP private key, or unset it"
+        head = key.read_bytes()[:4096]
+        if b"BEGIN PGP PRIVATE KEY BLOCK" in head or (head[:1] and head[0] & 0x80):
+            return None  # armoured, or binary OpenPGP packets
+        return (f"'{key}' is not a PGP private key (a PEM key?); the library rejects PEM "
+                "signatures: export a PGP key with `apptainer key export --secret`")
 
     def values(self) -> list[str]:
         return [v for v in (self.registry.password, self.library_token,

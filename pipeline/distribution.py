@@ -37,9 +37,28 @@ from tenacity import (
     wait_exponential,
 )
 
-from pipeline.registry import MANIFEST_TYPES, RegistryError, base_url
-
 CHUNK = 1 << 20
+MANIFEST_TYPES = ("application/vnd.oci.image.index.v1+json, "
+                  "application/vnd.oci.image.manifest.v1+json, "
+                  "application/vnd.docker.distribution.manifest.list.v2+json, "
+                  "application/vnd.docker.distribution.manifest.v2+json")
+# Docker Hub's registry API is not served at the name images are known by.
+API_HOSTS = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
+
+
+class RegistryError(RuntimeError):
+    """The registry answered with an error that retrying will not fix."""
+
+
+def is_local(registry: str) -> bool:
+    host = registry.rsplit(":", 1)[0]
+    return host == "localhost" or registry.startswith(("127.", "[::1]"))
+
+
+def base_url(registry: str) -> str:
+    """``127.0.0.1:5000`` -> ``http://127.0.0.1:5000``; ``docker.io`` -> its API host."""
+    registry = API_HOSTS.get(registry, registry)
+    return f"{'http' if is_local(registry) else 'https'}://{registry}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,10 @@ class RetryPolicy:
     total_seconds: float = 300.0
     max_backoff: float = 30.0
     max_retry_after: float = 60.0
+
+
+# The lab's own registry: a few retries, a minute at most, then "is it up?".
+LAB_RETRIES = RetryPolicy(attempts=6, total_seconds=60)
 
 
 class _Wait:
@@ -133,7 +156,17 @@ class Registry:
         try:
             return self._retrying()(attempt)
         except Transient as err:
-            raise RegistryError(f"registry {self.host}: {err}; gave up after retries") from None
+            hint = "; is it up? (`python -m pipeline lab status`)" if is_local(self.host) else ""
+            raise RegistryError(f"registry {self.host}: {err}; gave up after retries{hint}"
+                                ) from None
+
+    def answers(self) -> bool:
+        """True when ``/v2/`` answers (200, or 401 for a registry that wants a login)."""
+        try:
+            response = self._session.get(f"{self.base}/v2/", timeout=5)
+        except requests.RequestException:
+            return False
+        return response.status_code in (200, 401)
 
     def _send(self, method: str, url: str, repository: str, *, headers=None, data=None,
               stream=False, params=None) -> requests.Response:
@@ -245,6 +278,17 @@ class Registry:
             if reference.startswith("sha256:") and digest != reference:
                 raise Transient(f"manifest {reference} arrived with digest {digest}")
             return body, response.headers.get("Content-Type", ""), digest
+        return self.call(attempt)
+
+    def digest(self, repository: str, reference: str) -> str | None:
+        """The manifest digest of ``repository:reference`` (a HEAD), or None when absent."""
+        def attempt():
+            response = self._send("HEAD", f"/v2/{repository}/manifests/{reference}", repository,
+                                  headers={"Accept": MANIFEST_TYPES})
+            if response.status_code == 404:
+                return None
+            self._expect(response, (200,), f"HEAD manifest {repository}:{reference}")
+            return response.headers.get("Docker-Content-Digest")
         return self.call(attempt)
 
     def put_manifest(self, repository: str, reference: str, body: bytes,

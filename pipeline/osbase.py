@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import registry
+from pipeline.distribution import LAB_RETRIES, Registry
 from pipeline.dockerhost import BuildClient, inspect_image, pull, push
 from pipeline.settings import Settings
 from pipeline.shell import run_logged
@@ -81,7 +81,7 @@ class OsBases:
         content = _sha256_file(tarball)
         tag = f"{v['os']}-{arch}-{content[:16]}"
         reg = self.settings.registry
-        digest = registry.manifest_digest(reg, OS_REPOSITORY, tag)
+        digest = Registry(reg, policy=LAB_RETRIES).digest(OS_REPOSITORY, tag)
         if digest is None:
             log(f"os base {v['os']}/{arch}: building image from {tarball.name}")
             with tempfile.TemporaryDirectory(dir=tarball.parent) as context:
@@ -92,7 +92,7 @@ class OsBases:
                 run_logged([*self.client.build_argv(), "--platform", f"linux/{arch}", "-t", ref,
                       context], log, env=self.client.env())
                 push(self.client.path, ref, log)
-            digest = registry.manifest_digest(reg, OS_REPOSITORY, tag)
+            digest = Registry(reg, policy=LAB_RETRIES).digest(OS_REPOSITORY, tag)
             if digest is None:
                 raise BaseNotFound(f"pushed {reg}/{OS_REPOSITORY}:{tag} but the registry does "
                                    "not list it")
@@ -148,7 +148,7 @@ class OsBases:
         local = f"{reg}/{OS_REPOSITORY}:{tag}"
         run_logged([self.client.path, "tag", source, local], log)
         push(self.client.path, local, log)
-        digest = registry.manifest_digest(reg, OS_REPOSITORY, tag)
+        digest = Registry(reg, policy=LAB_RETRIES).digest(OS_REPOSITORY, tag)
         return OsBase(v["os"], arch, upstream, f"{reg}/{OS_REPOSITORY}@{digest}", digest, content)
 
 

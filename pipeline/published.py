@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pipeline.artifacts import read_index
-from pipeline.distribution import Registry
+from pipeline.distribution import Registry, RegistryError
 from pipeline.labels import FACTORY
 from pipeline.plan import Job
-from pipeline.registry import RegistryError
 from pipeline.stages.build import effective_build_id
 from pipeline.upstream import Upstream, UpstreamUnknown
 

@@ -32,10 +32,10 @@ from pipeline.apptainer import ApptainerMissing
 from pipeline.apptainer import find as find_apptainer
 from pipeline.catalogue import Target
 from pipeline.credentials import Secrets
+from pipeline.distribution import RegistryError
 from pipeline.osbase import BaseNotFound, OsBases
 from pipeline.plan import Job, safe_name
 from pipeline.publisher import Publisher
-from pipeline.registry import RegistryError
 from pipeline.settings import Settings
 from pipeline.source import describe
 from pipeline.stages import build as build_stage

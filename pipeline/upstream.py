@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from pipeline.distribution import Registry, RetryPolicy
-from pipeline.registry import RegistryError
+from pipeline.distribution import Registry, RegistryError, RetryPolicy
 from pipeline.settings import Settings
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -215,3 +216,22 @@ def test_the_command_line_exits_2_without_traceback(tmp_path):
     assert done.stdout == ""
     assert f"{matrix}:{line_of(BASIC, 'kind: app')}: images[1].kind: 'ap' is not one of" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("content,expected", [
+    (None, "is not a file"),
+    (b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n", "is not a PGP private key"),
+])
+def test_an_unusable_signing_key_stops_the_run_before_anything_is_built(tmp_path, content,
+                                                                        expected):
+    matrix = write(tmp_path, BASIC)
+    key = tmp_path / "signing.key"
+    if content is not None:
+        key.write_bytes(content)
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--mode", "main", "--matrix",
+                           str(matrix), "--out", str(tmp_path / "out")], capture_output=True,
+                          text=True, check=False, env={**os.environ, "PIPELINE_SIGNING_KEY": str(key)})
+    assert done.returncode == 2
+    assert f"PIPELINE_SIGNING_KEY: '{key}' {expected}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()  # nothing ran

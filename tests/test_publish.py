@@ -302,6 +302,24 @@ def test_a_tag_with_a_failed_arch_is_refused_and_nothing_is_pushed(published):
     assert not reg.has_blob(repo, states[0].digest)
 
 
+def test_docker_hub_s_token_flow_publishes_with_the_credentials(published):
+    """Docker Hub is hosted: its token service is faked by the proxy (see faulty_proxy.py)."""
+    repo = published["repo"].replace("/base", "/hub")
+    with FaultyProxy("127.0.0.1:5000", [], bearer=("robot", PASSWORD)) as proxy:
+        target = Registry(proxy.address, Credentials("robot", PASSWORD))
+        result = publish_tag(repo, "plain", _states(published), _context(published, target),
+                             print)
+        assert result["result"] == "published"
+        assert f"repository:{repo}:pull,push" in proxy.scopes
+        assert f"repository:{repo}-sif:pull,push" in proxy.scopes
+        with pytest.raises(PublishFailed, match="no credentials were given: set "
+                           "PIPELINE_REGISTRY_USERNAME"):
+            publish_tag(repo + "-anonymous", "plain", _states(published),
+                        _context(published, Registry(proxy.address)), print)
+    assert Registry("127.0.0.1:5000").manifest(repo, "plain")[2] == result["index"].split("@")[1]
+    assert Registry("docker.io").base == "https://registry-1.docker.io"
+
+
 def test_refused_credentials_are_named_not_retried_and_masked(published):
     repo = published["repo"].replace("/base", "/private")
     secrets = Secrets.from_env({"PIPELINE_REGISTRY_USERNAME": "robot",

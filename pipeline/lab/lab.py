@@ -9,7 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import apptainer, dockerhost, registry
+from pipeline import apptainer, dockerhost
+from pipeline.distribution import Registry, is_local
 from pipeline.lab import engine, host, process
 from pipeline.report import make_console
 from pipeline.settings import Settings
@@ -36,11 +37,6 @@ class LabPaths:
     @property
     def registry_dir(self) -> Path:
         return self.root / "registry"
-
-
-def is_local(address: str) -> bool:
-    host_part = address.rsplit(":", 1)[0]
-    return host_part in ("localhost", "[::1]") or host_part.startswith("127.")
 
 
 def up(settings: Settings, out=sys.stdout) -> int:
@@ -111,7 +107,7 @@ def _ensure_docker(paths: LabPaths, console: Console) -> None:
 
 def _ensure_registry(settings: Settings, paths: LabPaths, console: Console) -> None:
     address = settings.registry
-    if registry.answers(address):
+    if Registry(address).answers():
         console.print(f"registry {address}: answering")
         return
     if not is_local(address):
@@ -126,7 +122,7 @@ def _ensure_registry(settings: Settings, paths: LabPaths, console: Console) -> N
         "  delete: {enabled: true}\n"
         f"http: {{addr: '{address}'}}\n")
     service = process.Service("registry", ("docker-registry", "serve", str(config)),
-                              ready=lambda: registry.answers(address))
+                              ready=lambda: Registry(address).answers())
     pid = process.start(service, paths.run, paths.logs)
     console.print(f"registry {address}: started (pid {pid}, data {paths.registry_dir / 'data'})")
 
@@ -147,7 +143,7 @@ def status(settings: Settings, out=sys.stdout) -> int:
         rows.append(("builder", True, f"{client.kind}: {client.path} client {client.version}"))
     except dockerhost.DockerUnavailable as err:
         rows.append(("builder", False, str(err)))
-    answering = registry.answers(settings.registry)
+    answering = Registry(settings.registry).answers()
     pid = process.running_pid(paths.run, "registry")
     rows.append(("registry", answering, f"{settings.registry} " + (
         "answering" + (f" (started by the lab, pid {pid})" if pid else "") if answering

@@ -17,7 +17,7 @@ import hashlib
 import subprocess
 from dataclasses import dataclass
 
-from pipeline import registry
+from pipeline.distribution import LAB_RETRIES, Registry
 from pipeline.dockerhost import inspect_image, push
 from pipeline.labels import build_args, image_labels
 from pipeline.plan import Job
@@ -68,7 +68,7 @@ def build(job: Job, needs: dict, ctx: StageContext, log: Log) -> Built:
         build_id = effective_build_id(job.build_id, [os_base.content_id])
     reg = ctx.settings.registry
     repository, tag = staging_ref(job, build_id)
-    found = registry.manifest_digest(reg, repository, tag)
+    found = Registry(reg, policy=LAB_RETRIES).digest(repository, tag)
     if found:
         log(f"already built: {reg}/{repository}:{tag} ({found})")
         return Built(f"{reg}/{repository}:{tag}", f"{reg}/{repository}@{found}", found, build_id,
@@ -97,7 +97,7 @@ def build(job: Job, needs: dict, ctx: StageContext, log: Log) -> Built:
     if arch != job.arch:
         raise BuildFailed(f"the image was built for {arch}, not {job.arch}")
     push(ctx.client.path, ref, log)
-    digest = registry.manifest_digest(reg, repository, tag)
+    digest = Registry(reg, policy=LAB_RETRIES).digest(repository, tag)
     if not digest:
         raise BuildFailed(f"pushed {ref}, but the registry does not list it")
     return Built(ref, f"{reg}/{repository}@{digest}", digest, build_id, base_name, base_digest,

@@ -23,10 +23,9 @@ from pathlib import Path
 from pipeline.apptainer import Apptainer
 from pipeline.artifacts import copy_image, make_index, platform_of, push_sif
 from pipeline.credentials import Secrets
-from pipeline.distribution import Registry
+from pipeline.distribution import Registry, RegistryError
 from pipeline.labels import FACTORY, OCI
 from pipeline.published import BUILD_ID, published_arches
-from pipeline.registry import RegistryError
 from pipeline.shell import Log
 
 SIF_SUFFIX = "-sif"
