@@ -39,7 +39,8 @@ def host_arch() -> str:
 
 def missing() -> list[Need]:
     out = [n for n in NEEDS if not all(shutil.which(c) for c in n.commands)]
-    # Debian's 20.10 client is the one that drives BuildKit without buildx.
+    # A docker on PATH may be a client without buildx (this kind of machine ships one in
+    # /usr/local/bin); Debian's package puts one that can build with BuildKit in /usr/bin.
     if not Path("/usr/bin/docker").exists() and all(n.what != "docker client with BuildKit"
                                                     for n in out):
         out.append(NEEDS[1])
