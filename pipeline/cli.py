@@ -97,13 +97,14 @@ def planned_for(args: argparse.Namespace, settings: Settings) -> tuple[Planned, 
     if args.mode == "pr":  # never publishes: the registry is not asked
         return planned, target
     upstream = Upstream(settings)
-    ids, _ = effective_build_ids(tag_closure(planned.declared, planned.jobs), upstream)
+    # The closure holds every selected job, so these ids serve both publishing and skipping.
+    ids, unknown = effective_build_ids(tag_closure(planned.declared, planned.jobs), upstream)
     jobs = planned.jobs
     if args.mode in ("main", "nightly"):
         secrets = Secrets.from_env()
         registry = Registry(target.registry, secrets.registry,
                             RetryPolicy(attempts=4, total_seconds=60))
-        jobs, _ = mark_published(jobs, registry, upstream)
+        jobs = mark_published(jobs, registry, ids, unknown)
     return replace(planned, jobs=jobs, published_ids=ids), target
 
 

@@ -7,7 +7,8 @@ building), so one manifest request per tag tells which jobs need nothing.
 
 Example::
 
-    jobs, ids = mark_published(jobs, target_registry, Upstream(settings))
+    ids, unknown = effective_build_ids(tag_closure(declared, jobs), Upstream(settings))
+    jobs = mark_published(jobs, target_registry, ids, unknown)
     # jobs whose build_id is published: action "skip", reason "already published as ..."
 """
 
@@ -69,10 +70,9 @@ def published_arches(registry: Registry, repository: str, tag: str) -> dict:
             for d in index["manifests"] if "platform" in d}
 
 
-def mark_published(jobs: list[Job], registry: Registry,
-                   upstream: Upstream) -> tuple[list[Job], dict]:
-    """Jobs whose effective build_id is published become ``skip``; returns them and the ids."""
-    ids, unknown = effective_build_ids(jobs, upstream)
+def mark_published(jobs: list[Job], registry: Registry, ids: dict, unknown: dict) -> list[Job]:
+    """Jobs whose effective build_id (``ids``, from ``effective_build_ids``) is published
+    become ``skip``; those in ``unknown`` say why nobody can tell."""
     tags: dict = {}
     marked = []
     for job in jobs:
@@ -97,4 +97,4 @@ def mark_published(jobs: list[Job], registry: Registry,
             job = replace(job, action="skip", reason=f"already published as {registry.host}/"
                           f"{job.repository}:{job.tag} ({job.arch} {digest[:19]})")
         marked.append(job)
-    return marked, ids
+    return marked

@@ -33,15 +33,13 @@ class UpstreamUnknown(RuntimeError):
 
 
 def split_reference(reference: str) -> tuple[str, str, str]:
-    """``docker.io/library/x:1`` -> (``registry-1.docker.io``, ``library/x``, ``1``)."""
+    """``x:1`` -> (``docker.io``, ``library/x``, ``1``); ``Registry`` knows Docker Hub's API host."""
     first, _, rest = reference.partition("/")
     if not rest or not ("." in first or ":" in first or first == "localhost"):
         first, rest = "docker.io", reference
     name, _, tag = rest.rpartition(":") if ":" in rest.split("/")[-1] else (rest, "", "latest")
-    if first == "docker.io":
-        first = "registry-1.docker.io"
-        if "/" not in name:
-            name = f"library/{name}"
+    if first == "docker.io" and "/" not in name:
+        name = f"library/{name}"
     return first, name, tag or "latest"
 
 

@@ -36,6 +36,13 @@ def engine_major(version_line: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def slow_conversion_note(version: str) -> str:
+    """What an engine older than OCI_SAVE_MAJOR costs, for the lab's reports ("" if nothing)."""
+    if (engine_major(version) or 0) >= OCI_SAVE_MAJOR:
+        return ""
+    return f"older than {OCI_SAVE_MAJOR}: SIF conversion recompresses every layer"
+
+
 def installed_major() -> int | None:
     """The major version of the installed ``dockerd``, or None when there is none."""
     if not shutil.which("dockerd"):

@@ -95,9 +95,8 @@ def _ensure_docker(paths: LabPaths, console: Console) -> None:
         process.stop(paths.run, "dockerd")
         running = None
     if running:
-        note = "" if (engine.engine_major(running) or 0) >= engine.OCI_SAVE_MAJOR else (
-            f"; older than {engine.OCI_SAVE_MAJOR}, so SIF conversion recompresses every layer")
-        console.print(f"docker daemon: running ({running}{note})")
+        note = engine.slow_conversion_note(running)
+        console.print(f"docker daemon: running ({running}{'; ' + note if note else ''})")
         return
     service = process.Service("dockerd", DOCKERD_ARGS,
                               ready=lambda: dockerhost.daemon_version() is not None)
@@ -133,8 +132,9 @@ def status(settings: Settings, out=sys.stdout) -> int:
     rows = []
     daemon = dockerhost.daemon_version()
     started = process.running_pid(paths.run, "dockerd")
-    if daemon and (engine.engine_major(daemon) or 0) < engine.OCI_SAVE_MAJOR:
-        daemon += f" (older than {engine.OCI_SAVE_MAJOR}: SIF conversion recompresses layers)"
+    note = engine.slow_conversion_note(daemon) if daemon else ""
+    if note:
+        daemon += f" ({note})"
     rows.append(("docker daemon", bool(daemon), f"{daemon} " + (
         f"(started by the lab, pid {started})" if started else "(not started by the lab)")
         if daemon else "not reachable"))
