@@ -1,7 +1,8 @@
 """Sessions: the README's two commands and their helpers.
 
     nox -s pipeline   the main job: lab up, then build, test and publish the default selection
-    nox -s tests      the test suite (brings the lab up itself)
+    nox -s tests      the whole test suite: unit, then integration (brings the lab up itself)
+    nox -s unit       the unit tests alone: no Docker, no root, no network, under 30 s
     nox -s lab        `python -m pipeline lab up|status|down` (default: status)
     nox -s plan       print the build plan (arguments go to `python -m pipeline plan`)
     nox -s bench      the benchmarks under benchmarks/, each printing its figures
@@ -23,9 +24,16 @@ DEFAULT_SELECT = "sjtuhpc/hpc-app-container:lammps-gnu-2022@*"
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (pytest arguments may follow `--`)."""
+    """Run the whole suite, unit then integration (pytest arguments may follow `--`)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """The unit tests alone (tests/unit): runs anywhere, as any user, in seconds."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/unit", *session.posargs)
 
 
 @nox.session

@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_build import CATALOGUE, REPO
-from pipeline.apptainer import find
-from pipeline.dockerhost import daemon_version, find_build_client
 from pipeline.settings import Settings
+from pipeline.tools.apptainer import find
+from pipeline.tools.docker_engine import daemon_version, find_build_client
 
 DOCKER = "/usr/bin/docker"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.cli import make_plan
+from pipeline.planning.planner import make_plan
 
 OSES = [f"os{i}" for i in range(8)]
 GCCS = [str(v) for v in range(7, 15)]

@@ -17,10 +17,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.problems import InputError, Problem
-from pipeline.scratch import POLICIES
+from pipeline.errors import InputError, Problem
 
 BUILDERS = ("auto", "buildx", "buildkit")
+# Where SIF conversion works (``pipeline.stages.scratch``).
+POLICIES = ("auto", "memory", "disk")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from pipeline.cli import make_plan
+from pipeline.planning.planner import make_plan
 
 BASIC = """\
 repositories: {base: t/base, gpu: t/base, app: t/app}

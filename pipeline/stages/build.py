@@ -13,16 +13,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import dataclass
 
-from pipeline.distribution import LAB_RETRIES, Registry
-from pipeline.dockerhost import inspect_image, push
-from pipeline.labels import build_args, image_labels
-from pipeline.plan import Job
-from pipeline.shell import Log, run_logged
+from pipeline.planning.build_ids import effective_build_id
+from pipeline.planning.jobs import Job
 from pipeline.stages.context import StageContext
+from pipeline.stages.labels import build_args, image_labels
+from pipeline.tools.docker_engine import inspect_image, push
+from pipeline.tools.processes import Log, run_logged
+from pipeline.tools.registry.client import LAB_RETRIES, Registry
 
 STAGING = "factory-staging"
 
@@ -44,10 +44,6 @@ class Built:
     def to_json(self) -> dict:
         return {"image": self.tagged, "reference": self.reference, "digest": self.digest, "build_id": self.build_id,
                 "base": f"{self.base_name}@{self.base_digest}", "cached": self.cached}
-
-
-def effective_build_id(plan_build_id: str, below: list[str]) -> str:
-    return hashlib.sha256("|".join([plan_build_id, *below]).encode()).hexdigest()
 
 
 def staging_ref(job: Job, build_id: str) -> tuple[str, str]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.apptainer import Apptainer
-from pipeline.dockerhost import BuildClient
-from pipeline.osbase import OsBases
 from pipeline.settings import Settings
-from pipeline.source import Source
+from pipeline.tools.apptainer import Apptainer
+from pipeline.tools.docker_engine import BuildClient
+from pipeline.tools.git import Source
+from pipeline.tools.os_bases import OsBases
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.deffile import definition, sif_labels, sif_name
-from pipeline.dockerhost import inspect_image, pull
-from pipeline.plan import Job
-from pipeline.scratch import available_memory, choose
-from pipeline.shell import Log
+from pipeline.names import sif_name
+from pipeline.planning.jobs import Job
 from pipeline.stages.build import Built
 from pipeline.stages.context import StageContext
+from pipeline.stages.definition import definition, sif_labels
+from pipeline.stages.scratch import available_memory, choose
+from pipeline.tools.docker_engine import inspect_image, pull
+from pipeline.tools.processes import Log
 
 
 class ConvertFailed(RuntimeError):
@@ -44,7 +45,7 @@ class Converted:
 
 def convert(job: Job, built: Built, ctx: StageContext, log: Log) -> Converted:
     ctx.sif_dir.mkdir(parents=True, exist_ok=True)
-    sif = ctx.sif_dir / sif_name(job)
+    sif = ctx.sif_dir / sif_name(job.id)
     def_file = sif.with_suffix(".def")
     stamp = sif.parent / (sif.name + ".build-id")
     if subprocess.run([ctx.client.path, "image", "inspect", built.tagged], capture_output=True,

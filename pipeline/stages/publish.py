@@ -20,13 +20,13 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.apptainer import Apptainer
-from pipeline.artifacts import copy_image, make_index, platform_of, push_sif
-from pipeline.credentials import Secrets
-from pipeline.distribution import Registry, RegistryError
-from pipeline.labels import FACTORY, OCI
-from pipeline.published import BUILD_ID, published_arches
-from pipeline.shell import Log
+from pipeline.names import BUILD_ID, FACTORY, OCI
+from pipeline.planning.already_published import published_arches
+from pipeline.tools.apptainer import Apptainer
+from pipeline.tools.credentials import Secrets
+from pipeline.tools.oci_artifacts import copy_image, make_index, platform_of, push_sif
+from pipeline.tools.processes import Log
+from pipeline.tools.registry.client import Registry, RegistryError
 
 SIF_SUFFIX = "-sif"
 
@@ -161,7 +161,7 @@ def _library(repository: str, tag: str, state: ArchState, ctx: PublishContext, l
         return {"result": "skipped", "reason": "PIPELINE_LIBRARY_TOKEN is not set"}
     if ctx.apptainer is None:
         return {"result": "skipped", "reason": "no Apptainer runtime"}
-    from pipeline import library  # only runs when a library is configured
+    from pipeline.tools import sylabs_library as library  # only runs when a library is configured
 
     container = repository.rsplit("/", 1)[-1]
     reference = f"{ctx.library_collection}/{container}:{tag}"

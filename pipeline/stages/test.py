@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pipeline.plan import Job
-from pipeline.shell import Log
+from pipeline.planning.jobs import Job
 from pipeline.stages.context import StageContext
+from pipeline.tools.processes import Log
 
 MPI_RANKS = 4
 TAIL = 12
@@ -114,7 +114,7 @@ def ranks_seen(output: str, ranks: int) -> list[int]:
 
 def _hello_source(work: Path) -> Path:
     source = work / "mpi_hello.c"
-    source.write_text(resources.files("pipeline.smoke").joinpath("mpi_hello.c").read_text())
+    source.write_text(resources.files("pipeline.stages.smoke").joinpath("mpi_hello.c").read_text())
     return source
 
 

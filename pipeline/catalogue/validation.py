@@ -1,0 +1,243 @@
+"""The catalogue: matrix.yaml read into frozen dataclasses, with every cross-reference checked.
+
+Reading happens in three steps, each reporting all of its problems at once:
+
+1. YAML syntax (``pipeline.catalogue.yaml_reader``);
+2. structure, types and unknown keys (``pipeline.catalogue.schema``);
+3. meaning (this module): axis values that exist, recipe folders that exist, base images
+   that exist, tag templates whose fields exist.
+
+Expansion into cells and the plan come after (``pipeline.planning``).
+"""
+
+from __future__ import annotations
+
+from pipeline.catalogue import tags
+from pipeline.catalogue.model import (
+    Axis,
+    AxisValue,
+    BaseRef,
+    Catalogue,
+    Combination,
+    Constraint,
+    Image,
+    Target,
+    Tree,
+)
+from pipeline.catalogue.schema import check_schema, where
+from pipeline.catalogue.yaml_reader import Document, parse_yaml
+from pipeline.errors import Problems
+
+
+def load_catalogue(tree: Tree, path: str, display: str | None = None) -> Catalogue:
+    """Read and check ``path`` (relative to ``tree``); raise InputError listing every problem."""
+    display = display or path
+    text = tree.read_text(path)
+    if text is None:
+        problems = Problems(display)
+        problems.add(None, "file not found; pass --matrix with the catalogue's path")
+        problems.raise_if_any()
+    doc = parse_yaml(text, display)
+    check_schema(doc)
+    return _Reader(doc, tree).read()
+
+
+class _Reader:
+    """Turns checked data into a Catalogue, collecting problems of meaning."""
+
+    def __init__(self, doc: Document, tree: Tree):
+        self.doc = doc
+        self.tree = tree
+        self.problems = Problems(doc.file)
+
+    def line(self, *path) -> int | None:
+        return self.doc.line(path)
+
+    def read(self) -> Catalogue:
+        data = self.doc.data
+        axes = self._axes(data["axes"])
+        targets = {
+            name: Target(name, t["registry"], t.get("library", {}).get("endpoint"),
+                         t.get("library", {}).get("collection"))
+            for name, t in data["targets"].items()
+        }
+        default_target = data.get("default_target", "local")
+        if default_target not in targets:
+            self.problems.add(self.line("default_target") or self.line("targets"),
+                              f"default target '{default_target}' is not among targets "
+                              f"({', '.join(targets)}); set default_target to one of them")
+        constraints = tuple(
+            self._constraint(i, c, axes) for i, c in enumerate(data.get("constraints", []))
+        )
+        images = tuple(self._image(i, d, axes, data["repositories"])
+                       for i, d in enumerate(data["images"]))
+        self._check_images(images, axes)
+        self.problems.raise_if_any()
+        return Catalogue(self.doc.file, axes, constraints, images, dict(data["repositories"]),
+                         targets, default_target)
+
+    # -- axes ---------------------------------------------------------------------------
+    def _axes(self, raw: dict) -> dict:
+        axes = {}
+        for name, spec in raw.items():
+            values = spec["values"]
+            if isinstance(values, list):
+                values = {v: {} for v in values}
+            prefix = spec.get("prefix", name)
+            axis_values = {}
+            for key, attrs in values.items():
+                attrs = dict(attrs or {})
+                at = ("axes", name, "values", key)
+                if name == "os":
+                    axis_values[key] = self._os_value(key, attrs, at)
+                    continue
+                if name == "arch":
+                    attrs.setdefault("platform", f"linux/{key}")
+                component = attrs.pop("tag", f"{prefix}-{key}" if prefix else key)
+                axis_values[key] = AxisValue(key, component, attrs, {}, self.line(*at))
+            default = spec.get("default")
+            if default is not None and default not in axis_values:
+                self.problems.add(self.line("axes", name, "default"),
+                                  f"default '{default}' of axis {name} is not one of its values "
+                                  f"({', '.join(axis_values)})")
+            axes[name] = Axis(name, axis_values, default, self.line("axes", name))
+        for key, value in axes["os"].values.items():
+            for axis, default in value.defaults.items():
+                at = ("axes", "os", "values", key, "defaults", axis)
+                self._check_value(axes, axis, default, at, what=f"default of os {key}")
+        return axes
+
+    def _os_value(self, key: str, attrs: dict, at: tuple) -> AxisValue:
+        sources = [s for s in ("bootstrap", "image") if s in attrs]
+        if len(sources) != 1:
+            self.problems.add(self.line(*at), f"os {key} must say how its base image is obtained: "
+                              "give either 'image: REGISTRY/REPO:TAG' or 'bootstrap: {suite, "
+                              "mirror}', not " + ("both" if sources else "neither"))
+        flat = {"source": sources[0] if sources else ""}
+        if "image" in attrs:
+            flat["image"] = attrs["image"]
+        for k, v in attrs.get("bootstrap", {}).items():
+            flat[k] = v
+        return AxisValue(key, attrs.get("tag", key), flat, dict(attrs.get("defaults", {})),
+                         self.line(*at))
+
+    def _check_value(self, axes: dict, axis: str, value: str, at: tuple, what: str) -> bool:
+        if axis not in axes:
+            self.problems.add(self.line(*at), f"{what}: there is no axis '{axis}' "
+                              f"(axes: {', '.join(axes)})")
+            return False
+        if value not in axes[axis].values:
+            self.problems.add(self.line(*at), f"{what}: '{value}' is not a value of axis {axis}; "
+                              f"use one of {', '.join(axes[axis].values)} or add it under "
+                              f"axes.{axis}.values")
+            return False
+        return True
+
+    # -- constraints --------------------------------------------------------------------
+    def _constraint(self, index: int, raw: dict, axes: dict) -> Constraint:
+        at = ("constraints", index)
+        when = {}
+        for axis, values in raw["if"].items():
+            values = (values,) if isinstance(values, str) else tuple(values)
+            for v in values:
+                self._check_value(axes, axis, v, at + ("if", axis), what=f"{where(at)}.if")
+            when[axis] = values
+        allow = {}
+        for axis, rule in raw["then"].items():
+            line_at = at + ("then", axis)
+            if isinstance(rule, list):
+                for v in rule:
+                    self._check_value(axes, axis, v, line_at, what=f"{where(at)}.then")
+                allow[axis] = tuple(rule)
+                continue
+            allow[axis] = dict(rule)
+            if axis not in axes:
+                self._check_value(axes, axis, "", line_at, what=f"{where(at)}.then")
+                continue
+            for bound in rule.values():
+                if tags.version_key(bound) is None:
+                    self.problems.add(self.line(*line_at), f"{where(at)}.then.{axis}: '{bound}' "
+                                      "is not a version like 8 or 11.8")
+            odd = [v for v in axes[axis].values if tags.version_key(v) is None]
+            if odd:
+                self.problems.add(self.line(*line_at), f"{where(at)}.then.{axis} compares "
+                                  f"versions, but {', '.join(odd)} of axis {axis} are not "
+                                  "versions; list the allowed values instead")
+        return Constraint(when, allow, raw["reason"], self.line(*at))
+
+    # -- images -------------------------------------------------------------------------
+    def _image(self, index: int, raw: dict, axes: dict, repositories: dict) -> Image:
+        at = ("images", index)
+        name = raw["name"]
+        label = f"image {name}"
+        spanned = {}
+        for axis, values in raw["axes"].items():
+            ok = [v for v in values
+                  if self._check_value(axes, axis, v, at + ("axes", axis), what=label)]
+            spanned[axis] = tuple(ok)
+        extras: set[str] = set()
+        include = []
+        for j, entry in enumerate(raw.get("include", [])):
+            for key, value in entry.items():
+                if key in axes:
+                    self._check_value(axes, key, value, at + ("include", j, key),
+                                      what=f"{label} include")
+                else:
+                    extras.add(key)
+            include.append(Combination(dict(entry), self.line(*at, "include", j)))
+        exclude = []
+        for j, entry in enumerate(raw.get("exclude", [])):
+            for key, value in entry.items():
+                self._check_value(axes, key, value, at + ("exclude", j, key),
+                                  what=f"{label} exclude")
+            exclude.append(Combination(dict(entry), self.line(*at, "exclude", j)))
+        base = raw.get("base")
+        if isinstance(base, str):
+            base = BaseRef(base, None, self.line(*at, "base"))
+        elif isinstance(base, dict):
+            match = tuple(base["match"]) if "match" in base else None
+            for axis in match or ():
+                if axis not in axes:
+                    self.problems.add(self.line(*at, "base", "match"),
+                                      f"{label} base.match: there is no axis '{axis}'")
+            base = BaseRef(base["image"], match, self.line(*at, "base"))
+        self._check_recipe(raw, at, label)
+        template = raw.get("tag", "{name}-{default}" if raw["kind"] == "app" else "{default}")
+        tag_line = self.line(*at, "tag") if "tag" in raw else self.line(*at)
+        for problem in tags.check_template(template, tags.template_fields(axes, extras)):
+            self.problems.add(tag_line, f"{label} tag '{template}': {problem}")
+        return Image(
+            name=name, kind=raw["kind"], description=raw.get("description", ""),
+            recipe=raw["recipe"].rstrip("/"),
+            repository=raw.get("repository", repositories[raw["kind"]]),
+            axes=spanned, include=tuple(include), exclude=tuple(exclude), base=base,
+            tag=template, inputs=tuple(raw.get("inputs", [])),
+            line=self.line(*at), tag_line=tag_line,
+        )
+
+    def _check_recipe(self, raw: dict, at: tuple, label: str) -> None:
+        recipe = raw["recipe"].rstrip("/")
+        if not self.tree.is_dir(recipe):
+            self.problems.add(self.line(*at, "recipe"), f"{label}: recipe folder '{recipe}' does "
+                              "not exist; create it (with a Dockerfile) or fix the path, which "
+                              "is relative to matrix.yaml")
+        elif not self.tree.exists(f"{recipe}/Dockerfile"):
+            self.problems.add(self.line(*at, "recipe"), f"{label}: recipe folder '{recipe}' has "
+                              "no Dockerfile; add one")
+        for j, extra in enumerate(raw.get("inputs", [])):
+            if not self.tree.exists(extra.rstrip("/")):
+                self.problems.add(self.line(*at, "inputs", j), f"{label}: input '{extra}' does "
+                                  "not exist; fix the path, which is relative to matrix.yaml")
+
+    def _check_images(self, images: tuple, axes: dict) -> None:
+        seen: dict[str, Image] = {}
+        for image in images:
+            if image.name in seen:
+                self.problems.add(image.line, f"image name '{image.name}' is used twice (first at "
+                                  f"line {seen[image.name].line}); rename one")
+            seen.setdefault(image.name, image)
+        for image in images:
+            if image.base and image.base.image not in seen:
+                self.problems.add(image.base.line, f"image {image.name}: base image "
+                                  f"'{image.base.image}' is not in images; use one of "
+                                  f"{', '.join(seen)}")

@@ -1,0 +1,180 @@
+"""``lab up|status|down``: bring up, report and stop the local lab."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.console import make_console
+from pipeline.lab import apptainer_image, engine, host, services
+from pipeline.settings import Settings
+from pipeline.tools import apptainer, docker_engine
+from pipeline.tools.registry.client import Registry
+from pipeline.tools.registry.references import is_local
+
+DOCKERD_ARGS = ("dockerd", "--iptables=false", "--ip-masq=false", "--bridge=none")
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    root: Path
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+
+def up(settings: Settings, out=sys.stdout) -> int:
+    """Bring up what is missing; 0 when everything answers, 2 when the host cannot be set up."""
+    paths = LabPaths(settings.lab_dir)
+    console = make_console(out)
+    needs = host.missing()
+    suite = engine.newer_suite() if host.can_apt() else None
+    if needs or suite:
+        packages = sorted({p for n in needs for p in n.packages})
+        if suite:
+            console.print(f"docker engine: taking {', '.join(engine.PACKAGES)} from Debian "
+                          f"{suite} (docker save writes an OCI layout from Docker "
+                          f"{engine.OCI_SAVE_MAJOR} on; see pipeline/lab/engine.py)")
+            packages = [p for p in packages if p not in engine.PACKAGES] + engine.add_source(
+                suite, engine.host_mirror())
+        if not host.can_apt():
+            console.print("The lab needs: " + "; ".join(n.what for n in needs) + ".\n"
+                          "This host has no apt-get or this is not root, so install them "
+                          f"yourself (Debian/Ubuntu names: {' '.join(packages)}), then rerun "
+                          "`python -m pipeline lab up`.")
+            return 2
+        console.print(f"installing with apt: {' '.join(packages)}")
+        host.apt_install(packages, paths.logs / "apt.log")
+    _ensure_docker(paths, console)
+    _ensure_registry(settings, paths, console)
+    for arch in ("amd64", "arm64"):
+        if arch != host.host_arch():
+            host.enable_binfmt(arch)
+            console.print(f"qemu for {arch}: {host.binfmt_state(arch)}")
+    client = docker_engine.find_build_client(settings)
+    console.print(f"builder: {client.kind} ({client.path}, client {client.version})")
+    _ensure_apptainer(settings, client, paths, console)
+    return 0
+
+
+def _ensure_apptainer(settings: Settings, client, paths: LabPaths, console: Console) -> None:
+    try:
+        runtime = apptainer.find(settings.lab_dir, client)
+    except apptainer.ApptainerMissing:
+        log_file = paths.logs / "apptainer-image.log"
+        console.print(f"apptainer: making the lab's image from Debian's package (log {log_file})")
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a", encoding="utf-8") as handle:
+            runtime = apptainer_image.make_image(settings.lab_dir, client,
+                                           lambda line: print(line, file=handle, flush=True))
+    console.print(f"apptainer: {runtime.describe()}")
+
+
+def _ensure_docker(paths: LabPaths, console: Console) -> None:
+    running = docker_engine.daemon_version()
+    if running and services.running_pid(paths.run, "dockerd") and (
+            engine.engine_major(running) or 0) < (engine.installed_major() or 0):
+        # The lab's own daemon predates the engine just installed: restart it on the new one.
+        console.print(f"docker daemon: restarting ({running} is older than the installed one)")
+        services.stop(paths.run, "dockerd")
+        running = None
+    if running:
+        note = engine.slow_conversion_note(running)
+        console.print(f"docker daemon: running ({running}{'; ' + note if note else ''})")
+        return
+    service = services.Service("dockerd", DOCKERD_ARGS,
+                              ready=lambda: docker_engine.daemon_version() is not None)
+    pid = services.start(service, paths.run, paths.logs)
+    console.print(f"docker daemon: started (pid {pid}, log {paths.logs / 'dockerd.log'})")
+
+
+def _ensure_registry(settings: Settings, paths: LabPaths, console: Console) -> None:
+    address = settings.registry
+    if Registry(address).answers():
+        console.print(f"registry {address}: answering")
+        return
+    if not is_local(address):
+        raise RuntimeError(f"registry {address} does not answer, and it is not on this host "
+                           "for the lab to start; check PIPELINE_REGISTRY")
+    paths.registry_dir.mkdir(parents=True, exist_ok=True)
+    config = paths.registry_dir / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: info}\n"
+        f"storage:\n  filesystem: {{rootdirectory: {paths.registry_dir / 'data'}}}\n"
+        "  delete: {enabled: true}\n"
+        f"http: {{addr: '{address}'}}\n")
+    service = services.Service("registry", ("docker-registry", "serve", str(config)),
+                              ready=lambda: Registry(address).answers())
+    pid = services.start(service, paths.run, paths.logs)
+    console.print(f"registry {address}: started (pid {pid}, data {paths.registry_dir / 'data'})")
+
+
+def status(settings: Settings, out=sys.stdout) -> int:
+    """A table of what runs, what is missing and the versions; 0 when all is ready."""
+    paths = LabPaths(settings.lab_dir)
+    rows = []
+    daemon = docker_engine.daemon_version()
+    started = services.running_pid(paths.run, "dockerd")
+    note = engine.slow_conversion_note(daemon) if daemon else ""
+    if note:
+        daemon += f" ({note})"
+    rows.append(("docker daemon", bool(daemon), f"{daemon} " + (
+        f"(started by the lab, pid {started})" if started else "(not started by the lab)")
+        if daemon else "not reachable"))
+    try:
+        client = docker_engine.find_build_client(settings)
+        rows.append(("builder", True, f"{client.kind}: {client.path} client {client.version}"))
+    except docker_engine.DockerUnavailable as err:
+        rows.append(("builder", False, str(err)))
+    answering = Registry(settings.registry).answers()
+    pid = services.running_pid(paths.run, "registry")
+    rows.append(("registry", answering, f"{settings.registry} " + (
+        "answering" + (f" (started by the lab, pid {pid})" if pid else "") if answering
+        else "not answering")))
+    for arch in ("amd64", "arm64"):
+        if arch != host.host_arch():
+            state = host.binfmt_state(arch)
+            rows.append((f"qemu {arch}", bool(state and state.startswith("enabled")),
+                         state or "not registered"))
+    boot = host.tool_version(["mmdebstrap", "--version"])
+    rows.append(("mmdebstrap", boot is not None, boot or "missing"))
+    try:
+        client = docker_engine.find_build_client(settings)
+        runtime = apptainer.find(settings.lab_dir, client)
+        rows.append(("apptainer", True, runtime.describe()))
+    except (docker_engine.DockerUnavailable, apptainer.ApptainerMissing) as err:
+        rows.append(("apptainer", False, str(err)))
+    table = Table(title=f"lab ({paths.root})")
+    for column in ("component", "ready", "details"):
+        table.add_column(column)
+    for name, ok, details in rows:
+        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", details)
+    make_console(out).print(table)
+    return 0 if all(ok for _, ok, _ in rows) else 1
+
+
+def down(settings: Settings, out=sys.stdout) -> int:
+    paths = LabPaths(settings.lab_dir)
+    for name in ("registry", "dockerd"):
+        stopped = services.stop(paths.run, name)
+        print(f"{name}: {'stopped' if stopped else 'not started by the lab, left alone'}",
+              file=out)
+    return 0

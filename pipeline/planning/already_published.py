@@ -1,0 +1,99 @@
+"""Is a job already published?  Asked of the target registry before anything is built.
+
+A published tag is an OCI index whose per-arch descriptors carry the job's effective
+build_id as the annotation ``org.sjtuhpc.factory.build-id``.  The plan computes the same
+effective build_ids as the build stage (``upstream.py`` gives the OS content without
+building), so one manifest request per tag tells which jobs need nothing.
+
+Example::
+
+    ids, unknown = effective_build_ids(tag_closure(declared, jobs), Upstream(settings))
+    jobs = mark_published(jobs, target_registry, ids, unknown)
+    # jobs whose build_id is published: action "skip", reason "already published as ..."
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pipeline.names import BUILD_ID
+from pipeline.planning.build_ids import effective_build_id
+from pipeline.planning.jobs import Job
+from pipeline.tools.oci_artifacts import read_index
+from pipeline.tools.registry.client import Registry, RegistryError
+from pipeline.tools.upstream import Upstream, UpstreamUnknown
+
+
+
+def effective_build_ids(jobs: list[Job], upstream: Upstream) -> tuple[dict, dict]:
+    """({job id: effective build_id}, {job id: why unknown}) for jobs in dependency order."""
+    known: dict[str, str] = {}
+    unknown: dict[str, str] = {}
+    for job in jobs:
+        if job.needs:
+            missing = [n for n in job.needs if n not in known]
+            if missing:
+                unknown[job.id] = unknown.get(missing[0], f"{missing[0]} is not known")
+                continue
+            known[job.id] = effective_build_id(job.build_id, [known[n] for n in job.needs])
+        else:
+            try:
+                known[job.id] = effective_build_id(job.build_id,
+                                                   [upstream.identity(job.variables)])
+            except UpstreamUnknown as err:
+                unknown[job.id] = str(err)
+    return known, unknown
+
+
+def tag_closure(declared: list[Job], selected: list[Job]) -> list[Job]:
+    """The declared jobs publishing needs build_ids for: every arch of the selected jobs'
+    tags, and what those need, in the plan's (dependency) order."""
+    by_id = {job.id: job for job in declared}
+    tags = {(job.repository, job.tag) for job in selected}
+    wanted = {job.id for job in declared if (job.repository, job.tag) in tags}
+    todo = list(wanted)
+    while todo:
+        for need in by_id[todo.pop()].needs:
+            if need in by_id and need not in wanted:
+                wanted.add(need)
+                todo.append(need)
+    return [job for job in declared if job.id in wanted]
+
+
+def published_arches(registry: Registry, repository: str, tag: str) -> dict:
+    """{arch: descriptor} of the index published as ``repository:tag`` (empty when none)."""
+    index = read_index(registry, repository, tag)
+    if not index:
+        return {}
+    return {d["platform"]["architecture"]: {**d, "index": index["digest"]}
+            for d in index["manifests"] if "platform" in d}
+
+
+def mark_published(jobs: list[Job], registry: Registry, ids: dict, unknown: dict) -> list[Job]:
+    """Jobs whose effective build_id (``ids``, from ``effective_build_ids``) is published
+    become ``skip``; those in ``unknown`` say why nobody can tell."""
+    tags: dict = {}
+    marked = []
+    for job in jobs:
+        if job.action != "build" or job.id not in ids:
+            if job.id in unknown and job.action == "build":
+                job = replace(job, reason=f"{job.reason}; cannot tell whether it is published: "
+                                          f"{unknown[job.id]}")
+            marked.append(job)
+            continue
+        key = (job.repository, job.tag)
+        if key not in tags:
+            try:
+                tags[key] = published_arches(registry, *key)
+            except RegistryError as err:
+                tags[key] = err
+        found = tags[key]
+        if isinstance(found, RegistryError):
+            job = replace(job, reason=f"{job.reason}; cannot tell whether it is published: "
+                                      f"{found}")
+        elif found.get(job.arch, {}).get("annotations", {}).get(BUILD_ID) == ids[job.id]:
+            digest = found[job.arch]["digest"]
+            job = replace(job, action="skip", reason=f"already published as {registry.host}/"
+                          f"{job.repository}:{job.tag} ({job.arch} {digest[:19]})")
+        marked.append(job)
+    return marked

@@ -1,0 +1,90 @@
+"""The plan a command works on: the catalogue read, expanded, decided and selected.
+
+``plan_with_catalogue`` asks no registry (what ``plan`` prints in pr mode, and what tests
+use).  ``planned_for`` adds what the target knows: outside pr mode the effective build_ids
+are computed and jobs already published on the target become ``skip``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pipeline.catalogue.model import Catalogue, Target
+from pipeline.catalogue.validation import load_catalogue
+from pipeline.errors import InputError, Problem
+from pipeline.planning.already_published import (
+    effective_build_ids,
+    mark_published,
+    tag_closure,
+)
+from pipeline.planning.changes import decide, load_baseline
+from pipeline.planning.jobs import Job, build_plan
+from pipeline.planning.recipe_files import WorkTree
+from pipeline.planning.selection import parse_globs, select
+from pipeline.settings import Settings
+from pipeline.tools.credentials import Secrets
+from pipeline.tools.registry.client import Registry, RetryPolicy
+from pipeline.tools.upstream import Upstream
+
+
+def make_plan(matrix: Path, mode: str, changed_from: str | None = None,
+              globs: list[str] | None = None) -> list[Job]:
+    """The plan as ``plan`` prints it, without asking any registry."""
+    return plan_with_catalogue(matrix, mode, changed_from, globs).jobs
+
+
+@dataclass(frozen=True)
+class Planned:
+    catalogue: Catalogue
+    declared: list[Job]  # every decided job, selected or not: which arches each tag declares
+    jobs: list[Job]  # the selection, in dependency order
+    published_ids: dict = field(default_factory=dict)  # job id -> effective build_id
+
+
+def plan_with_catalogue(matrix: Path, mode: str, changed_from: str | None = None,
+                        globs: list[str] | None = None) -> Planned:
+    """The catalogue and its plan (decided and selected), for the commands that run it."""
+    if mode == "nightly" and changed_from:
+        raise InputError([Problem("--changed-from", None, "nightly considers every cell; "
+                                  "leave --changed-from out or use --mode main")])
+    folder = matrix.parent
+    tree = WorkTree(folder)
+    catalogue = load_catalogue(tree, matrix.name, display=str(matrix))
+    jobs = build_plan(catalogue, tree)
+    baseline = load_baseline(folder, matrix.name, changed_from) if changed_from else None
+    jobs = decide(jobs, mode, baseline)
+    return Planned(catalogue, jobs, select(jobs, globs) if globs else jobs)
+
+
+def target_of(catalogue: Catalogue, name: str | None, settings: Settings) -> Target:
+    """The named target (default: the catalogue's); PIPELINE_REGISTRY moves ``local``."""
+    name = name or catalogue.default_target
+    if name not in catalogue.targets:
+        raise InputError([Problem("--target", None, f"'{name}' is not a target of "
+                                  f"{catalogue.file} ({', '.join(catalogue.targets)})")])
+    target = catalogue.targets[name]
+    return replace(target, registry=settings.registry) if name == "local" else target
+
+
+def planned_for(args: argparse.Namespace, settings: Settings) -> tuple[Planned, Target]:
+    """The plan and its target.  Outside ``pr`` mode the effective build_ids are computed
+    (publishing compares them with the target's), and jobs already published on the
+    target become ``skip``: a rerun of the same revision, or a nightly run with nothing
+    changed upstream, builds nothing."""
+    planned = plan_with_catalogue(Path(args.matrix), args.mode, args.changed_from,
+                                  parse_globs(args.select) if args.select else None)
+    target = target_of(planned.catalogue, args.target, settings)
+    if args.mode == "pr":  # never publishes: the registry is not asked
+        return planned, target
+    upstream = Upstream(settings)
+    # The closure holds every selected job, so these ids serve both publishing and skipping.
+    ids, unknown = effective_build_ids(tag_closure(planned.declared, planned.jobs), upstream)
+    jobs = planned.jobs
+    if args.mode in ("main", "nightly"):
+        secrets = Secrets.from_env()
+        registry = Registry(target.registry, secrets.registry,
+                            RetryPolicy(attempts=4, total_seconds=60))
+        jobs = mark_published(jobs, registry, ids, unknown)
+    return replace(planned, jobs=jobs, published_ids=ids), target

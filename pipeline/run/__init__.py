@@ -1,0 +1,1 @@
+"""The run: jobs scheduled through the stages, publishing, and the summary at the end."""

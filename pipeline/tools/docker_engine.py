@@ -1,0 +1,130 @@
+"""The Docker engine and the client that builds with BuildKit.
+
+Builds go through the docker CLI, because docker-py's build API uses the classic builder
+(no BuildKit, no ``--platform`` for a foreign arch).  Everything else (ping, inspect,
+containers) goes through docker-py.
+
+Which CLI builds, chosen automatically (``PIPELINE_BUILDER`` overrides):
+
+* ``buildx``: a client with the buildx plugin (hosted CI runners) - ``docker buildx build``;
+* ``buildkit``: a client older than 23 that drives the daemon's built-in BuildKit with
+  ``DOCKER_BUILDKIT=1`` (Debian 12's docker.io); newer clients need buildx for that.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import docker
+from docker.errors import DockerException
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from pipeline.settings import Settings
+from pipeline.tools.processes import Log, run_logged
+
+
+class DockerUnavailable(RuntimeError):
+    """The daemon does not answer, or no client can build with BuildKit."""
+
+
+@dataclass(frozen=True)
+class BuildClient:
+    kind: str  # "buildx" or "buildkit"
+    path: str
+    version: str
+
+    def build_argv(self) -> list[str]:
+        return [self.path, "buildx", "build", "--load"] if self.kind == "buildx" else [
+            self.path, "build"]
+
+    def env(self) -> dict:
+        return {"DOCKER_BUILDKIT": "1"}
+
+
+def _client_version(path: str) -> str | None:
+    done = subprocess.run([path, "version", "--format", "{{.Client.Version}}"],
+                          capture_output=True, text=True, check=False, timeout=30)
+    version = done.stdout.strip()
+    return version or None
+
+
+def _has_buildx(path: str) -> bool:
+    done = subprocess.run([path, "buildx", "version"], capture_output=True, text=True,
+                          check=False, timeout=30)
+    return done.returncode == 0
+
+
+def candidates(settings: Settings) -> list[str]:
+    found = [settings.docker] if settings.docker else []
+    found += [p for p in ("/usr/bin/docker", shutil.which("docker")) if p]
+    return list(dict.fromkeys(p for p in found if p and shutil.which(p)))
+
+
+def find_build_client(settings: Settings) -> BuildClient:
+    """The client to build with, per PIPELINE_BUILDER; DockerUnavailable says what to install."""
+    seen = []
+    for path in candidates(settings):
+        version = _client_version(path)
+        if version is None:
+            continue
+        seen.append(f"{path} {version}")
+        if settings.builder in ("auto", "buildx") and _has_buildx(path):
+            return BuildClient("buildx", path, version)
+        if settings.builder in ("auto", "buildkit") and int(version.split(".")[0]) < 23:
+            return BuildClient("buildkit", path, version)
+    wanted = {"auto": "buildx or a client older than 23", "buildx": "the buildx plugin",
+              "buildkit": "a docker client older than 23"}[settings.builder]
+    raise DockerUnavailable(
+        f"no docker client can build with BuildKit (PIPELINE_BUILDER={settings.builder} wants "
+        f"{wanted}; found: {', '.join(seen) or 'none'}); install Debian's docker.io or the "
+        "buildx plugin, or run `python -m pipeline lab up`")
+
+
+def engine() -> docker.DockerClient:
+    """A docker-py client for the daemon; DockerUnavailable with a plain message if it is down."""
+    try:
+        client = docker.from_env(timeout=300)
+        client.ping()
+    except DockerException as err:
+        raise DockerUnavailable(f"the Docker daemon is not reachable ({_short(err)}); start it "
+                                "with `python -m pipeline lab up`") from None
+    return client
+
+
+def daemon_version() -> str | None:
+    try:
+        return engine().version().get("Version")
+    except DockerUnavailable:
+        return None
+
+
+def _short(err: Exception) -> str:
+    text = str(err)
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+# -- CLI actions used by the stages (the build client's CLI, so one daemon view) -------------
+def _retried(err: BaseException) -> bool:
+    return isinstance(err, subprocess.CalledProcessError)
+
+
+# Pushes and pulls cross a network: a dropped connection or a 5xx deserves another try.
+_network = retry(retry=retry_if_exception(_retried), stop=stop_after_attempt(3),
+                 wait=wait_exponential(multiplier=2, max=20), reraise=True)
+
+
+@_network
+def push(docker_cli: str, ref: str, log: Log) -> None:
+    run_logged([docker_cli, "push", ref], log)
+
+
+@_network
+def pull(docker_cli: str, ref: str, arch: str, log: Log) -> None:
+    run_logged([docker_cli, "pull", "--platform", f"linux/{arch}", ref], log)
+
+
+def inspect_image(docker_cli: str, ref: str, template: str) -> str:
+    return subprocess.run([docker_cli, "image", "inspect", ref, "--format", template],
+                          capture_output=True, text=True, check=True).stdout.strip()

@@ -1,0 +1,125 @@
+"""Moving OCI content: image copies between repositories, SIFs as ORAS artifacts, indexes.
+
+Each function does one publication step through ``distribution.Registry`` and returns the
+digest it made or kept; the publish stage decides the order.
+
+Example::
+
+    descriptor = copy_image(staging, "factory-staging/x/y", target, "x/y", "sha256:...", tmp)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+from pipeline.tools.registry.client import Registry
+
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
+               "application/vnd.docker.distribution.manifest.list.v2+json")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+# What `apptainer push oras://` writes and `apptainer pull oras://` looks for.
+SIF_CONFIG = "application/vnd.sylabs.sif.config.v1+json"
+SIF_LAYER = "application/vnd.sylabs.sif.layer.v1.sif"
+TITLE = "org.opencontainers.image.title"
+
+
+def copy_blob(source: Registry, source_repo: str, target: Registry, target_repo: str,
+              digest: str, scratch: Path) -> str:
+    """Make ``digest`` present in the target: already there, mounted, or copied and checked."""
+    if target.has_blob(target_repo, digest):
+        return "present"
+    if source.host == target.host and target.mount_blob(target_repo, digest, source_repo):
+        return "mounted"
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        path = Path(tmp) / "blob"
+        source.download_blob(source_repo, digest, path)
+        target.upload_blob(target_repo, digest, path)
+    return "copied"
+
+
+def copy_image(source: Registry, source_repo: str, target: Registry, target_repo: str,
+               digest: str, scratch: Path) -> dict:
+    """Copy a manifest (or an index and what it lists) by digest; returns its descriptor.
+
+    The manifest bytes are copied unchanged, so the digest in the target is the one built.
+    """
+    found = source.manifest(source_repo, digest)
+    if found is None:
+        raise FileNotFoundError(f"{source.host}/{source_repo}@{digest} is not in the registry")
+    body, media_type, _ = found
+    manifest = json.loads(body)
+    if media_type in INDEX_TYPES:
+        for child in manifest["manifests"]:
+            copy_image(source, source_repo, target, target_repo, child["digest"], scratch)
+    else:
+        for blob in [manifest["config"], *manifest["layers"]]:
+            copy_blob(source, source_repo, target, target_repo, blob["digest"], scratch)
+    target.put_manifest(target_repo, digest, body, media_type)
+    return {"mediaType": media_type, "digest": digest, "size": len(body)}
+
+
+def platform_of(registry: Registry, repository: str, digest: str) -> dict:
+    """``{"architecture", "os"[, "variant"]}`` from the image's config."""
+    body, _, _ = registry.manifest(repository, digest)
+    config = json.loads(registry.blob_bytes(repository, json.loads(body)["config"]["digest"]))
+    platform = {"architecture": config["architecture"], "os": config["os"]}
+    if config.get("variant"):
+        platform["variant"] = config["variant"]
+    return platform
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def push_sif(target: Registry, repository: str, tags: list[str], sif: Path,
+             annotations: dict) -> tuple[str, str]:
+    """Push a SIF as an ORAS artifact under each tag; returns (manifest digest, SIF digest).
+
+    ``apptainer pull oras://REGISTRY/REPOSITORY:TAG`` then fetches it.  The SIF blob is
+    uploaded once and only when the registry lacks it (a rerun after a failure resumes).
+    """
+    layer = sha256_file(sif)
+    if not target.has_blob(repository, layer):
+        target.upload_blob(repository, layer, sif)
+    config = target.upload_bytes(repository, b"{}")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": SIF_CONFIG, "digest": config, "size": 2},
+        "layers": [{"mediaType": SIF_LAYER, "digest": layer, "size": sif.stat().st_size,
+                    "annotations": {TITLE: sif.name}}],
+        "annotations": dict(sorted(annotations.items())),
+    }
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    digest = ""
+    for tag in tags:
+        digest = target.put_manifest(repository, tag, body, OCI_MANIFEST)
+    return digest, layer
+
+
+def make_index(entries: list[dict], annotations: dict) -> bytes:
+    """An OCI index of per-arch descriptors (each with platform and annotations)."""
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
+             "manifests": sorted(entries, key=lambda e: e["platform"]["architecture"]),
+             "annotations": dict(sorted(annotations.items()))}
+    return json.dumps(index, separators=(",", ":")).encode()
+
+
+def read_index(registry: Registry, repository: str, tag: str) -> dict | None:
+    """The index published under ``tag`` as a dict (with ``digest``), or None."""
+    found = registry.manifest(repository, tag)
+    if found is None:
+        return None
+    body, media_type, digest = found
+    if media_type not in INDEX_TYPES:
+        return {"manifests": [], "digest": digest, "single": True}
+    return {**json.loads(body), "digest": digest}

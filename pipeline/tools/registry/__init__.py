@@ -1,0 +1,1 @@
+"""The OCI distribution API: references, auth, retries and the client."""

@@ -1,0 +1,374 @@
+"""A client of the OCI distribution API: manifests and blobs, with auth and retries.
+
+What publishing needs, and no more: read and write manifests, check, mount, download and
+upload blobs.  Registry-to-registry copies go through it, so every byte that is published
+is checked against its digest on the way (the registry checks uploads; downloads are
+checked here).
+
+* Auth: anonymous first; on 401 with a ``Basic`` challenge the credentials are sent, on a
+  ``Bearer`` challenge a token is fetched from the realm (with the credentials when there
+  are any), as Docker Hub wants.
+* Retries (tenacity): 429 (waiting what ``Retry-After`` says), 5xx and dropped connections,
+  with exponential backoff, bounded in attempts and in total time.  401/403 are not retried:
+  the error names the credential variables and the repository.
+
+Example::
+
+    reg = Registry("127.0.0.1:5000")
+    body, media_type, digest = reg.manifest("factory/os", "debian12-amd64-0123")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+import requests
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from pipeline.tools.registry.references import base_url, is_local
+
+CHUNK = 1 << 20
+MANIFEST_TYPES = ("application/vnd.oci.image.index.v1+json, "
+                  "application/vnd.oci.image.manifest.v1+json, "
+                  "application/vnd.docker.distribution.manifest.list.v2+json, "
+                  "application/vnd.docker.distribution.manifest.v2+json")
+
+
+class RegistryError(RuntimeError):
+    """The registry answered with an error that retrying will not fix."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A username and password (or token) from the environment, and where they came from."""
+
+    username: str | None = None
+    password: str | None = None
+    username_var: str = "PIPELINE_REGISTRY_USERNAME"
+    password_var: str = "PIPELINE_REGISTRY_PASSWORD"
+
+    @property
+    def given(self) -> bool:
+        return bool(self.username and self.password)
+
+    def __repr__(self) -> str:  # never print the password, even in a traceback
+        return f"Credentials(username={self.username!r}, password=***)"
+
+
+class RegistryAuthError(RegistryError):
+    """401 or 403: the credentials are missing, wrong, or may not do this."""
+
+
+class Transient(RuntimeError):
+    """A failure worth retrying; ``retry_after`` is what the registry asked to wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 8
+    total_seconds: float = 300.0
+    max_backoff: float = 30.0
+    max_retry_after: float = 60.0
+
+
+# The lab's own registry: a few retries, a minute at most, then "is it up?".
+LAB_RETRIES = RetryPolicy(attempts=6, total_seconds=60)
+
+
+class _Wait:
+    """Exponential backoff, or the registry's ``Retry-After`` when it sent one."""
+
+    def __init__(self, policy: RetryPolicy):
+        self.policy = policy
+        self.backoff = wait_exponential(multiplier=0.5, max=policy.max_backoff)
+
+    def __call__(self, state) -> float:
+        err = state.outcome.exception()
+        if isinstance(err, Transient) and err.retry_after is not None:
+            return min(err.retry_after, self.policy.max_retry_after)
+        return self.backoff(state)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.strip().isdigit() else None
+
+
+class Registry:
+    """One registry host; thread-safe (a session per thread, tokens shared)."""
+
+    def __init__(self, host: str, credentials: Credentials | None = None,
+                 policy: RetryPolicy | None = None, log=None):
+        self.host = host
+        self.base = base_url(host)
+        self.credentials = credentials or Credentials()
+        self.policy = policy or RetryPolicy()
+        self.log = log or (lambda line: None)
+        self._tokens: dict[str, str] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------
+    @property
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _retrying(self) -> Retrying:
+        return Retrying(retry=retry_if_exception(lambda e: isinstance(e, Transient)),
+                        wait=_Wait(self.policy), reraise=True,
+                        stop=stop_after_attempt(self.policy.attempts)
+                        | stop_after_delay(self.policy.total_seconds),
+                        before_sleep=lambda s: self.log(
+                            f"registry {self.host}: {s.outcome.exception()}; retrying "
+                            f"(attempt {s.attempt_number + 1} of {self.policy.attempts})"))
+
+    def call(self, attempt):
+        """Run ``attempt()`` (one try of a whole operation) under the retry policy."""
+        try:
+            return self._retrying()(attempt)
+        except Transient as err:
+            hint = "; is it up? (`python -m pipeline lab status`)" if is_local(self.host) else ""
+            raise RegistryError(f"registry {self.host}: {err}; gave up after retries{hint}"
+                                ) from None
+
+    def answers(self) -> bool:
+        """True when ``/v2/`` answers (200, or 401 for a registry that wants a login)."""
+        try:
+            response = self._session.get(f"{self.base}/v2/", timeout=5)
+        except requests.RequestException:
+            return False
+        return response.status_code in (200, 401)
+
+    def _send(self, method: str, url: str, repository: str, *, headers=None, data=None,
+              stream=False, params=None) -> requests.Response:
+        """One request, authenticated; transient failures raise Transient."""
+        url = urljoin(self.base + "/", url)
+        headers = dict(headers or {})
+        for _ in range(2):  # the second time with the credentials a challenge asked for
+            auth = self._auth_header(repository)
+            if auth:
+                headers["Authorization"] = auth
+            if hasattr(data, "seek"):
+                data.seek(0)
+            try:
+                response = self._session.request(method, url, headers=headers, data=data,
+                                                  stream=stream, params=params, timeout=(10, 120),
+                                                  allow_redirects=True)
+            except (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as err:
+                raise Transient(f"{method} {repository}: connection failed "
+                                f"({type(err).__name__})") from None
+            if response.status_code == 401 and self._answer_challenge(response, repository):
+                continue
+            break
+        if response.status_code == 429:
+            raise Transient(f"{method} {repository}: 429 too many requests",
+                            _retry_after(response))
+        if response.status_code >= 500:
+            raise Transient(f"{method} {repository}: HTTP {response.status_code}",
+                            _retry_after(response))
+        if response.status_code in (401, 403):
+            raise RegistryAuthError(self._auth_message(response.status_code, repository))
+        return response
+
+    def _auth_message(self, status: int, repository: str) -> str:
+        creds = self.credentials
+        if not creds.given:
+            what = (f"no credentials were given: set {creds.username_var} and "
+                    f"{creds.password_var}")
+        elif status == 401:
+            what = (f"the credentials in {creds.username_var}/{creds.password_var} were "
+                    "refused; check them")
+        else:
+            what = (f"the account in {creds.username_var} may not push to it; check its "
+                    "permissions")
+        return f"registry {self.host} refused access to {repository} (HTTP {status}): {what}"
+
+    def _auth_header(self, repository: str) -> str | None:
+        with self._lock:
+            return self._tokens.get(repository) or self._tokens.get("*")
+
+    def _answer_challenge(self, response: requests.Response, repository: str) -> bool:
+        """Learn how to authenticate from a 401; False when there is nothing more to try."""
+        challenge = response.headers.get("WWW-Authenticate", "")
+        scheme, _, rest = challenge.partition(" ")
+        known = self._auth_header(repository)
+        if scheme.lower() == "basic":
+            if not self.credentials.given or known:
+                return False
+            value = requests.auth._basic_auth_str(self.credentials.username,
+                                                  self.credentials.password)
+            with self._lock:
+                self._tokens["*"] = value
+            return True
+        if scheme.lower() == "bearer":
+            if known and known.startswith("Bearer ") and "error=" in rest:
+                return False
+            fields = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+            if "realm" not in fields:
+                return False
+            params = {"service": fields.get("service", "")}
+            params["scope"] = fields.get("scope") or f"repository:{repository}:pull,push"
+            auth = ((self.credentials.username, self.credentials.password)
+                    if self.credentials.given else None)
+            try:
+                answer = self._session.get(fields["realm"], params=params, auth=auth, timeout=30)
+            except requests.RequestException as err:
+                raise Transient(f"token service {fields['realm']}: {type(err).__name__}"
+                                ) from None
+            if answer.status_code >= 500 or answer.status_code == 429:
+                raise Transient(f"token service: HTTP {answer.status_code}")
+            if answer.status_code != 200:
+                return False
+            token = answer.json().get("token") or answer.json().get("access_token")
+            if not token or known == f"Bearer {token}":
+                return False
+            with self._lock:
+                self._tokens[repository] = f"Bearer {token}"
+            return True
+        return False
+
+    def _expect(self, response: requests.Response, ok: tuple, what: str) -> requests.Response:
+        if response.status_code not in ok:
+            detail = response.text[:300].strip()
+            raise RegistryError(f"registry {self.host}: {what} answered HTTP "
+                                f"{response.status_code}: {detail}")
+        return response
+
+    # -- manifests --------------------------------------------------------------------
+    def manifest(self, repository: str, reference: str) -> tuple[bytes, str, str] | None:
+        """(body, media type, digest) of ``repository:reference``, or None when absent."""
+        def attempt():
+            response = self._send("GET", f"/v2/{repository}/manifests/{reference}", repository,
+                                  headers={"Accept": MANIFEST_TYPES})
+            if response.status_code == 404:
+                return None
+            self._expect(response, (200,), f"GET manifest {repository}:{reference}")
+            body = response.content
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            if reference.startswith("sha256:") and digest != reference:
+                raise Transient(f"manifest {reference} arrived with digest {digest}")
+            return body, response.headers.get("Content-Type", ""), digest
+        return self.call(attempt)
+
+    def digest(self, repository: str, reference: str) -> str | None:
+        """The manifest digest of ``repository:reference`` (a HEAD), or None when absent."""
+        def attempt():
+            response = self._send("HEAD", f"/v2/{repository}/manifests/{reference}", repository,
+                                  headers={"Accept": MANIFEST_TYPES})
+            if response.status_code == 404:
+                return None
+            self._expect(response, (200,), f"HEAD manifest {repository}:{reference}")
+            return response.headers.get("Docker-Content-Digest")
+        return self.call(attempt)
+
+    def put_manifest(self, repository: str, reference: str, body: bytes,
+                     media_type: str) -> str:
+        """Upload a manifest under a tag or its digest; returns its digest."""
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+
+        def attempt():
+            response = self._send("PUT", f"/v2/{repository}/manifests/{reference}", repository,
+                                  headers={"Content-Type": media_type}, data=body)
+            self._expect(response, (200, 201), f"PUT manifest {repository}:{reference}")
+            return response.headers.get("Docker-Content-Digest", digest)
+        answered = self.call(attempt)
+        if answered != digest:
+            raise RegistryError(f"registry {self.host} stored {repository}:{reference} as "
+                                f"{answered}, not {digest}")
+        return digest
+
+    # -- blobs ------------------------------------------------------------------------
+    def has_blob(self, repository: str, digest: str) -> bool:
+        def attempt():
+            response = self._send("HEAD", f"/v2/{repository}/blobs/{digest}", repository)
+            return response.status_code == 200
+        return self.call(attempt)
+
+    def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
+        """Cross-repository mount on this registry; False when the registry declined."""
+        def attempt():
+            response = self._send("POST", f"/v2/{repository}/blobs/uploads/", repository,
+                                  params={"mount": digest, "from": source_repository})
+            if response.status_code == 201:
+                return True
+            self._expect(response, (202,), f"mount {digest} into {repository}")
+            # Declined: close the upload session it opened instead.
+            location = response.headers.get("Location")
+            if location:
+                self._send("DELETE", location, repository)
+            return False
+        return self.call(attempt)
+
+    def upload_blob(self, repository: str, digest: str, path: Path) -> None:
+        """Monolithic upload (POST, then PUT with the digest); the registry checks it."""
+        size = path.stat().st_size
+
+        def attempt():
+            response = self._send("POST", f"/v2/{repository}/blobs/uploads/", repository)
+            self._expect(response, (202,), f"start upload to {repository}")
+            location = response.headers["Location"]
+            with open(path, "rb") as handle:
+                response = self._send("PUT", location, repository, params={"digest": digest},
+                                      headers={"Content-Type": "application/octet-stream",
+                                               "Content-Length": str(size)}, data=handle)
+            self._expect(response, (201,), f"upload {digest} to {repository}")
+        self.call(attempt)
+
+    def upload_bytes(self, repository: str, body: bytes) -> str:
+        """A small blob (a config) from memory; returns its digest."""
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if not self.has_blob(repository, digest):
+            with tempfile.NamedTemporaryFile() as handle:
+                handle.write(body)
+                handle.flush()
+                self.upload_blob(repository, digest, Path(handle.name))
+        return digest
+
+    def download_blob(self, repository: str, digest: str, target: Path) -> None:
+        """Download into ``target``, checking the digest (a retry starts over)."""
+        def attempt():
+            response = self._send("GET", f"/v2/{repository}/blobs/{digest}", repository,
+                                  stream=True)
+            self._expect(response, (200,), f"GET blob {digest} of {repository}")
+            hasher = hashlib.sha256()
+            try:
+                with open(target, "wb") as handle:
+                    for chunk in response.iter_content(CHUNK):
+                        hasher.update(chunk)
+                        handle.write(chunk)
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                    requests.Timeout) as err:
+                raise Transient(f"GET blob {digest}: connection dropped "
+                                f"({type(err).__name__})") from None
+            if "sha256:" + hasher.hexdigest() != digest:
+                raise Transient(f"blob {digest} of {repository} arrived corrupted")
+        self.call(attempt)
+
+    def blob_bytes(self, repository: str, digest: str) -> bytes:
+        """A small blob (a config), checked against its digest."""
+        def attempt():
+            response = self._send("GET", f"/v2/{repository}/blobs/{digest}", repository)
+            self._expect(response, (200,), f"GET blob {digest} of {repository}")
+            if "sha256:" + hashlib.sha256(response.content).hexdigest() != digest:
+                raise Transient(f"blob {digest} of {repository} arrived corrupted")
+            return response.content
+        return self.call(attempt)

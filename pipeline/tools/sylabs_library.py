@@ -1,0 +1,162 @@
+"""Pushing a SIF to a Sylabs Library (``library://``) with the real ``apptainer push``.
+
+Apptainer 1.4.5 attaches a library token only for its active remote endpoint: ``push
+--library URL`` builds a client without one and refuses to push. So each push gets a
+throwaway Apptainer config folder (``APPTAINER_CONFIGDIR``, mode 0700, deleted afterwards)
+whose ``remote.yaml`` (0600) names the endpoint and holds the token. The token is thus in a
+file only: never on a command line, in the environment or in the log. A containerized
+Apptainer gets the folder bound and ``docker run -e APPTAINER_CONFIGDIR``, which takes the
+value from this process's environment.
+
+``remote.yaml`` is written directly rather than with ``apptainer remote add``: that command
+stores the endpoint without its scheme, which 1.4.5 then cannot parse back when it has a
+port (``parse "127.0.0.1:8080": first path segment in URL cannot contain colon``). An
+``http://`` endpoint is marked ``Insecure``, without which Apptainer only speaks https.
+
+With a signing key (an OpenPGP private key, armored or binary) the SIF is copied, the key
+imported into the throwaway keyring and the copy signed (``apptainer sign --keyidx 0``);
+the passphrase goes on the standard input of those two commands. ``push`` then verifies
+the signature against that keyring before uploading. Without a key, ``push -U``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import yaml
+
+from pipeline.tools.apptainer import Apptainer
+from pipeline.tools.credentials import mask
+from pipeline.tools.digests import sha256_file
+from pipeline.tools.processes import Log
+
+REMOTE = "pipeline"
+REFUSED = re.compile(r"\b40[13]\b|Unauthorized|Forbidden|Invalid Credentials", re.IGNORECASE)
+
+
+class LibraryPushFailed(RuntimeError):
+    """Signing or pushing failed; the message holds neither the token nor the passphrase."""
+
+
+def push(apptainer: Apptainer, sif: Path, reference: str, endpoint: str, token: str, log: Log,
+         signing_key: Path | None = None, passphrase: str | None = None) -> str:
+    """Push ``sif`` to ``library://<reference>`` at ``endpoint``; return its ``sha256:<hex>``.
+
+    ``reference`` is ``entity/collection/container:tag`` (the ``library://`` prefix is
+    optional); ``endpoint`` is the remote endpoint's URL, the one serving
+    ``/assets/config/config.prod.json`` (https is assumed without a scheme). The digest is
+    that of the file pushed, which the library keys as ``sha256.<hex>``: with a signing key
+    that is the signed copy, and ``sif`` itself is left as it was.
+    """
+    reference = reference.removeprefix("library://")
+    sif = sif.resolve()
+    if not sif.is_file():
+        raise LibraryPushFailed(f"no SIF to push at {sif}")
+    secrets = [s for s in (token, passphrase) if s]
+    with ExitStack() as stack:
+        config = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="library-push-")))
+        _write_remote(config / "remote.yaml", endpoint, token)
+        binds, pushed = [sif.parent, config], sif
+        if signing_key is not None:
+            # Beside the SIF (so on its disk, and bound already), not in the small /tmp.
+            signing = stack.enter_context(tempfile.TemporaryDirectory(prefix=".signing-",
+                                                                      dir=sif.parent))
+            pushed = Path(signing) / sif.name
+            _sign(apptainer, sif, pushed, signing_key, passphrase, config, binds, log, secrets)
+        digest = sha256_file(pushed)
+        allow_unsigned = [] if signing_key is not None else ["-U"]
+        code, lines = _apptainer(apptainer, ["push", *allow_unsigned, str(pushed),
+                                             f"library://{reference}"], binds, config, log,
+                                 secrets)
+    if code:
+        raise LibraryPushFailed(_why(lines, reference, endpoint))
+    log(f"pushed library://{reference} ({digest})")
+    return digest
+
+
+def _write_remote(path: Path, endpoint: str, token: str) -> None:
+    uri = endpoint if "://" in endpoint else f"https://{endpoint}"
+    remote = {"Active": REMOTE,
+              "Remotes": {REMOTE: {"URI": uri.rstrip("/"), "Token": token, "System": False,
+                                   "Exclusive": False, "Insecure": uri.startswith("http://")}}}
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        yaml.safe_dump(remote, out)
+
+
+def _sign(apptainer: Apptainer, sif: Path, copy: Path, key: Path, passphrase: str | None,
+          config: Path, binds: list, log: Log, secrets: list) -> None:
+    """Import ``key`` into the throwaway keyring and sign ``copy`` (a copy of ``sif``) with it."""
+    # The key's own folder is not bound; a 0600 copy sits with the token instead.
+    imported = config / "signing-key"
+    try:
+        material = Path(key).read_bytes()
+    except OSError as err:
+        raise LibraryPushFailed(f"cannot read the signing key {key} (PIPELINE_SIGNING_KEY): "
+                                f"{err.strerror}") from None
+    with os.fdopen(os.open(imported, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        out.write(material)
+    answer = (passphrase or "") + "\n"
+    code, lines = _apptainer(apptainer, ["key", "import", str(imported)], binds, config, log,
+                             secrets, stdin=answer)
+    if code:
+        raise LibraryPushFailed(
+            f"cannot import the signing key {key} (PIPELINE_SIGNING_KEY, an OpenPGP private "
+            f"key; is PIPELINE_SIGNING_PASSPHRASE right?): {_last_error(lines)}")
+    shutil.copyfile(sif, copy)
+    code, lines = _apptainer(apptainer, ["sign", "--keyidx", "0", str(copy)], binds, config,
+                             log, secrets, stdin=answer)
+    if code:
+        raise LibraryPushFailed(f"apptainer sign failed for {sif.name} with {key} "
+                                f"(PIPELINE_SIGNING_KEY): {_last_error(lines)}")
+
+
+def _apptainer(apptainer: Apptainer, args: list, binds: list, config: Path, log: Log,
+               secrets: list, stdin: str | None = None) -> tuple[int, list[str]]:
+    """Run ``apptainer ARGS`` with ``config`` as its config folder; (exit code, output lines)."""
+    env = {**os.environ, "APPTAINER_CONFIGDIR": str(config)}
+    argv = apptainer.argv(args, binds)
+    if apptainer.kind == "container":
+        # Right after `docker run`: `-e NAME` with no value makes docker pass on its own
+        # environment's value, the one a host Apptainer would read; -i forwards the stdin.
+        extra = ["-e", "APPTAINER_CONFIGDIR", *(["-i"] if stdin is not None else [])]
+        argv = [*argv[:2], *extra, *argv[2:]]
+    log("$ " + " ".join(map(str, argv)))
+    lines = []
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          errors="replace") as child:
+        if stdin is not None:
+            try:
+                child.stdin.write(stdin)
+                child.stdin.close()
+            except BrokenPipeError:  # it exited without asking; its output says why
+                pass
+        for line in child.stdout:
+            line = mask(line.rstrip("\n"), secrets)
+            lines.append(line)
+            log(line)
+    return child.returncode, lines
+
+
+def _why(lines: list[str], reference: str, endpoint: str) -> str:
+    error = _last_error(lines)
+    if REFUSED.search("\n".join(lines)):
+        return (f"the library at {endpoint} refused the token when pushing "
+                f"library://{reference}: {error}; check PIPELINE_LIBRARY_TOKEN (and that "
+                f"PIPELINE_LIBRARY_URL is the library it belongs to)")
+    return f"apptainer push to library://{reference} at {endpoint} failed: {error}"
+
+
+def _last_error(lines: list[str]) -> str:
+    """Apptainer's last FATAL or ERROR message, without its prefix, else its last line."""
+    errors = [line for line in lines if re.match(r"\s*(FATAL|ERROR):", line)]
+    last = (errors or [line for line in lines if line.strip()] or ["no output"])[-1]
+    return re.sub(r"^\s*(FATAL|ERROR):\s*", "", last).strip()
+
+
