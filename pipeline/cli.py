@@ -5,8 +5,26 @@
     python -m pipeline run  [same as plan] [--stages STAGES] [-j N] [--out DIR]
     python -m pipeline lab  up|status|down
 
-Exit codes: 0 success, 1 a job failed (run) or the lab is not ready (lab status),
-2 bad input (every problem printed as FILE:LINE: message).
+Exit codes (``pipeline/errors.py``):
+
+    0    every job passed (run); the plan was printed (plan)
+    1    a job or a publication failed (run); the lab is not ready (lab status)
+    2    bad input: every problem printed as FILE:LINE: message; nothing ran
+    3    the factory itself broke: an unexpected exception outside any one job; its
+         traceback is in out/logs/factory-error.log (.lab/factory-error.log for lab),
+         the console gets one plain line with that path
+    4    infrastructure unreachable: the Docker daemon, the lab registry or Apptainer is
+         not there
+    130  interrupted by SIGINT (Ctrl-C): running jobs stopped, their containers and
+         scratch removed, the jobs marked interrupted; a second Ctrl-C exits at once
+    143  the same for SIGTERM
+
+An unexpected exception inside one job's stage or one tag's publication fails that job or
+tag (exit 1, traceback in its log); the other jobs go on.  ``run`` writes
+``out/summary.json``, ``out/junit.xml`` and its tables whatever the exit code, except 2.
+Every secret value (``PIPELINE_REGISTRY_PASSWORD``, ``PIPELINE_LIBRARY_TOKEN``,
+``PIPELINE_SIGNING_PASSPHRASE``) is replaced by ``***`` in everything the command writes
+or prints: one Masker, made here from the environment, is handed to all of it.
 """
 
 from __future__ import annotations
@@ -17,32 +35,61 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.console import make_console
-from pipeline.errors import InputError, Problem
+from pipeline.errors import InputError, Interrupted, Problem
 from pipeline.lab import commands as lab_commands
 from pipeline.planning.changes import MODES
 from pipeline.planning.output import plan_json, plan_table
 from pipeline.planning.planner import planned_for
 from pipeline.run import scheduler
-from pipeline.run.summary import print_summary, write_summary
+from pipeline.run.failures import ERROR_LOG, broke, classify, first_line, known
+from pipeline.run.outcomes import jobs_exit_code
+from pipeline.run.signals import Interruption
+from pipeline.run.summary import Report
 from pipeline.settings import Settings
-from pipeline.tools.credentials import Secrets
+from pipeline.tools.credentials import Masker, Secrets
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    masker = Masker.from_env()
+    interruption = Interruption()
     try:
-        return args.func(args)
+        with interruption.installed():
+            return args.func(args, masker, interruption)
     except InputError as err:
         for problem in err.problems:
-            print(problem, file=sys.stderr)
+            print(masker(str(problem)), file=sys.stderr)
         print(f"{len(err.problems)} problem(s); nothing was planned, built or pushed.",
               file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return err.exit_code
+    except KeyboardInterrupt as err:  # Interrupted too: SIGINT or SIGTERM
+        failure = known(err)
+        print(failure, file=sys.stderr)
+        return failure.exit_code
+    except Exception as err:  # exit 3 or 4 with one plain line, never a traceback
+        failure = known(err) or broke(err, _error_log(args), masker)
+        print(masker(_one_line(failure)), file=sys.stderr)
+        return failure.exit_code
 
 
-def _plan(args: argparse.Namespace) -> int:
+def _one_line(failure) -> str:
+    status = getattr(failure, "status", "")
+    text = first_line(str(failure), 1000)
+    return text if status in ("factory error", "interrupted") else f"{status}: {text}"
+
+
+def _error_log(args: argparse.Namespace) -> Path:
+    """Where the traceback of an unexpected exception goes."""
+    try:
+        settings = _settings(args)
+    except Exception:  # the settings themselves may be what broke
+        return Path.cwd() / "out" / "logs" / ERROR_LOG
+    if args.command == "lab":
+        return settings.lab_dir / ERROR_LOG
+    return settings.out_dir / "logs" / ERROR_LOG
+
+
+def _plan(args: argparse.Namespace, masker: Masker, interruption: Interruption) -> int:
     planned, _ = planned_for(args, _settings(args))
     if args.format == "json":
         print(plan_json(planned.jobs, args.mode))
@@ -51,7 +98,7 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, masker: Masker, interruption: Interruption) -> int:
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     unusable = scheduler.check_stages(stages)
     if unusable:
@@ -59,28 +106,61 @@ def _run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise InputError([Problem("-j", None, "give at least 1 job at a time")])
     settings = _settings(args)
-    key_problem = Secrets.from_env().signing_key_problem() if args.mode != "pr" else None
+    secrets = Secrets.from_env()
+    key_problem = secrets.signing_key_problem() if args.mode != "pr" else None
     if key_problem:  # before anything is built: publishing would fail at the end
         raise InputError([Problem("PIPELINE_SIGNING_KEY", None, key_problem)])
-    planned, target = planned_for(args, settings)
-    console = make_console()
-    run = scheduler.Run(settings, Path(args.matrix).resolve().parent, stages, args.jobs, console,
-                     {image.name: image.description for image in planned.catalogue.images},
-                     mode=args.mode, target=target, declared=planned.declared,
-                     published_ids=planned.published_ids)
-    outcomes = run.execute(planned.jobs)
-    summary = settings.out_dir / "summary.json"
-    write_summary(outcomes, summary, run.publications)
-    print_summary(outcomes, console, summary, run.publications)
-    return 0 if all(o.result != "failed" for o in outcomes) else 1
+    console = make_console(mask=masker)
+    error_log = settings.out_dir / "logs" / ERROR_LOG
+    run = None
+    failure = None
+    try:
+        planned, target = planned_for(args, settings)
+        run = scheduler.Run(settings, Path(args.matrix).resolve().parent, stages, args.jobs,
+                            console, {image.name: image.description
+                                      for image in planned.catalogue.images},
+                            mode=args.mode, target=target, declared=planned.declared,
+                            published_ids=planned.published_ids, secrets=secrets,
+                            masker=masker, interruption=interruption)
+        run.prepare(planned.jobs)
+        run.execute()
+    except InputError:
+        raise
+    except (Exception, KeyboardInterrupt) as err:  # classified, then reported
+        failure = classify(err, error_log, masker)
+    return _report(run, failure, settings, console, masker)
 
 
-def _lab(args: argparse.Namespace) -> int:
-    action = {"up": lab_commands.up, "status": lab_commands.status, "down": lab_commands.down}[args.action]
+def _report(run, failure, settings: Settings, console, masker: Masker) -> int:
+    """Write summary.json, junit.xml and the tables, whatever happened; the exit code."""
+    error_log = settings.out_dir / "logs" / ERROR_LOG
+    reason = masker(first_line(str(failure), 1000)) if failure else ""
+    outcomes = run.finish(reason or "not run") if run is not None else []
+    code = failure.exit_code if failure else jobs_exit_code(outcomes)
+    status = failure.status if failure else ("passed" if code == 0 else "failed")
+    info = {"id": run.run_id if run else None, "status": status, "exit_code": code,
+            "reason": reason}
+    if isinstance(failure, Interrupted):
+        info["signal"] = failure.signal_name
+    errors = Report(outcomes, run.publications if run else [], settings.out_dir, masker,
+                    info).write(console)
+    if errors:  # the report itself could not be written: that is the factory breaking
+        broken = broke(errors[0], error_log, masker)
+        print(masker(_one_line(broken)), file=sys.stderr)
+        if failure is None or code < broken.exit_code:
+            code = broken.exit_code
+    if failure is not None:
+        print(masker(_one_line(failure)), file=sys.stderr)
+    return code
+
+
+def _lab(args: argparse.Namespace, masker: Masker, interruption: Interruption) -> int:
+    action = {"up": lab_commands.up, "status": lab_commands.status,
+              "down": lab_commands.down}[args.action]
     try:
         return action(_settings(args))
     except (RuntimeError, OSError) as err:
-        print(f"lab {args.action}: {err}", file=sys.stderr)
+        print(masker(f"lab {args.action}: {err}"), file=sys.stderr)
         return 1
 
 

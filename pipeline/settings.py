@@ -2,7 +2,8 @@
 
 | variable | default | meaning |
 |---|---|---|
-| ``PIPELINE_REGISTRY`` | ``127.0.0.1:5000`` | the local target: lab registry host:port |
+| ``PIPELINE_REGISTRY`` | ``127.0.0.1:5000`` | the local target: the lab's trusted registry host:port (also main/nightly staging) |
+| ``PIPELINE_PR_REGISTRY`` | ``127.0.0.1:5001`` | the lab's registry for pr-mode staging |
 | ``PIPELINE_LAB_DIR`` | ``<checkout>/.lab`` | lab state: pids, logs, caches |
 | ``PIPELINE_OUT_DIR`` | ``<checkout>/out`` | run output: summary.json, logs |
 | ``PIPELINE_BUILDER`` | ``auto`` | ``buildx``, ``buildkit`` (the daemon's BuildKit) or ``auto`` |
@@ -34,6 +35,7 @@ class Settings:
     docker: str | None
     mirrors: dict
     convert_scratch: str = "auto"
+    pr_registry: str = "127.0.0.1:5001"
 
     @classmethod
     def from_env(cls, checkout: Path, env: dict | None = None) -> Settings:
@@ -48,6 +50,7 @@ class Settings:
             docker=env.get("PIPELINE_DOCKER") or None,
             mirrors=parse_mirrors(env.get("PIPELINE_MIRRORS", "")),
             convert_scratch=_one_of(env, "PIPELINE_CONVERT_SCRATCH", POLICIES),
+            pr_registry=env.get("PIPELINE_PR_REGISTRY", "127.0.0.1:5001"),
         )
 
 

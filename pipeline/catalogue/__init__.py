@@ -1,1 +1,3 @@
-"""The catalogue: matrix.yaml read, checked and turned into frozen dataclasses (no I/O but reading files)."""
+"""The catalogue: matrix.yaml read, checked and turned into frozen dataclasses.
+
+No I/O but reading files."""

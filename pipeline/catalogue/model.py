@@ -10,6 +10,12 @@ from typing import Protocol
 
 
 class Tree(Protocol):
+    """Read access to the catalogue's folder: paths are relative to it, '/'-separated.
+
+    A tree on disk (``WorkTree``) also has ``root``, the folder itself: paths are then also
+    checked to stay inside it once symlinks are followed.
+    """
+
     def read_text(self, path: str) -> str | None: ...
     def is_dir(self, path: str) -> bool: ...
     def exists(self, path: str) -> bool: ...
@@ -78,6 +84,15 @@ class Image:
     inputs: tuple  # extra paths folded into the build_id
     line: int | None
     tag_line: int | None
+    # URL templates of upstream metadata files (dnf repomd.xml, Debian InRelease) whose
+    # content goes into the effective build_id; fields are the cell's variables.
+    upstream: tuple = ()
+
+    def upstream_urls(self, variables: dict) -> tuple:
+        """The ``upstream`` URLs of one cell, e.g. ``.../rhel8/x86_64/repodata/repomd.xml``.
+
+        Validation makes sure that every field is a variable that every cell has."""
+        return tuple(template.format_map(variables) for template in self.upstream)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,11 @@
 The schema (``matrix.schema.json``, shipped with the package) is strict: unknown keys are
 errors.  It is published so that editors (yaml-language-server) and ``check-jsonschema``
 check the catalogue as it is typed; this module gives the same verdict with file and line.
+
+Before the schema, every key and string value is checked for control characters
+(``pipeline.catalogue.text``): catalogue text is written into definition files and build
+arguments, where a line break could start a section of its own.  A value with one is bad
+input, whatever key it is under.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from importlib import resources
 
 import jsonschema
 
+from pipeline.catalogue.text import escape_controls, first_control
 from pipeline.catalogue.yaml_reader import Document
 from pipeline.errors import Problems
 
@@ -28,7 +34,8 @@ _TYPE_NAMES = {
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(resources.files("pipeline.catalogue").joinpath("matrix.schema.json").read_text())
+    schema = json.loads(
+        resources.files("pipeline.catalogue").joinpath("matrix.schema.json").read_text())
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
@@ -37,6 +44,9 @@ def _validator() -> jsonschema.protocols.Validator:
 def check_schema(doc: Document) -> None:
     """Raise InputError listing every place where ``doc`` breaks the schema."""
     problems = Problems(doc.file)
+    # First, and on its own: the schema's messages quote values, which must be printable.
+    _check_text(doc.data, (), doc, problems)
+    problems.raise_if_any()
     if not isinstance(doc.data, dict):
         problems.add(doc.line(()), "matrix.yaml must be a mapping with repositories, targets, "
                      "axes and images; see the README's matrix.yaml reference")
@@ -52,6 +62,27 @@ def check_schema(doc: Document) -> None:
     problems.raise_if_any()
 
 
+def _check_text(value: object, path: tuple, doc: Document, problems: Problems) -> None:
+    """Every key and string value anywhere in ``value`` is one line of printable text."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = first_control(key)
+            if found:
+                problems.add(doc.line((*path, key)),
+                             f"{where(path)}: control character {found[1]} in the key "
+                             f"'{escape_controls(key)}'; catalogue keys are single lines of text")
+                continue
+            _check_text(item, (*path, key), doc, problems)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(item, (*path, index), doc, problems)
+    elif isinstance(value, str):
+        found = first_control(value)
+        if found:
+            problems.add(doc.line(path), f"{where(path)}: control character {found[1]} in the "
+                         "value; catalogue values are single lines of text")
+
+
 def where(path: tuple) -> str:
     """``('images', 2, 'axes')`` -> ``images[2].axes``."""
     text = ""
@@ -60,7 +91,8 @@ def where(path: tuple) -> str:
     return text or "the top level"
 
 
-def _describe(error: jsonschema.ValidationError, doc: Document) -> list[tuple[int | None, str]]:
+def _describe(error: jsonschema.ValidationError,  # noqa: PLR0911 - one answer per kind of error
+              doc: Document) -> list[tuple[int | None, str]]:
     path = tuple(error.absolute_path)
     line = doc.line(path)
     at = where(path)
@@ -71,18 +103,19 @@ def _describe(error: jsonschema.ValidationError, doc: Document) -> list[tuple[in
         allowed = sorted(schema.get("properties", {}))
         unknown = [k for k in error.instance if k not in allowed]
         choice = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-        return [(doc.line(path + (k,)), f"unknown key '{k}' in {at}{choice}") for k in unknown]
+        return [(doc.line((*path, k)), f"unknown key '{k}' in {at}{choice}") for k in unknown]
     if kind == "required":
         missing = re.findall(r"'([^']+)' is a required property", error.message)
         return [(line, f"{at} is missing the required key '{m}'") for m in missing]
     if "propertyNames" in error.schema_path:
-        return [(doc.line(path + (error.instance,)),
+        return [(doc.line((*path, error.instance)),
                  f"'{error.instance}' in {at} is not a valid name: {hint or error.message}")]
     if kind == "pattern":
         return [(line, f"{at}: '{error.instance}' is not valid here: {hint or error.message}")]
     if kind == "type":
         want = error.validator_value
-        want = " or ".join(_TYPE_NAMES.get(w, w) for w in (want if isinstance(want, list) else [want]))
+        wanted = want if isinstance(want, list) else [want]
+        want = " or ".join(_TYPE_NAMES.get(w, w) for w in wanted)
         return [(line, f"{at} must be {want}, not {_describe_value(error.instance)}")]
     if kind == "enum":
         options = ", ".join(map(str, error.validator_value))

@@ -4,13 +4,20 @@ Reading happens in three steps, each reporting all of its problems at once:
 
 1. YAML syntax (``pipeline.catalogue.yaml_reader``);
 2. structure, types and unknown keys (``pipeline.catalogue.schema``);
-3. meaning (this module): axis values that exist, recipe folders that exist, base images
-   that exist, tag templates whose fields exist.
+3. meaning (this module): axis values that exist, recipe folders that exist and stay
+   inside the catalogue's folder (no ``..`` out of it, no absolute path, no symlink out of
+   it), recipe test scripts that cannot start a section of a definition file, base images
+   that exist, tag and ``upstream`` templates whose fields exist.
 
 Expansion into cells and the plan come after (``pipeline.planning``).
 """
 
 from __future__ import annotations
+
+import os
+import posixpath
+import string
+from pathlib import Path
 
 from pipeline.catalogue import tags
 from pipeline.catalogue.model import (
@@ -25,8 +32,11 @@ from pipeline.catalogue.model import (
     Tree,
 )
 from pipeline.catalogue.schema import check_schema, where
+from pipeline.catalogue.text import section_lines
 from pipeline.catalogue.yaml_reader import Document, parse_yaml
-from pipeline.errors import Problems
+from pipeline.errors import Problem, Problems
+
+LEAVES = "leaves the repository; paths are relative to matrix.yaml and stay inside it"
 
 
 def load_catalogue(tree: Tree, path: str, display: str | None = None) -> Catalogue:
@@ -85,8 +95,8 @@ class _Reader:
                 values = {v: {} for v in values}
             prefix = spec.get("prefix", name)
             axis_values = {}
-            for key, attrs in values.items():
-                attrs = dict(attrs or {})
+            for key, given in values.items():
+                attrs = dict(given or {})
                 at = ("axes", name, "values", key)
                 if name == "os":
                     axis_values[key] = self._os_value(key, attrs, at)
@@ -137,14 +147,14 @@ class _Reader:
     def _constraint(self, index: int, raw: dict, axes: dict) -> Constraint:
         at = ("constraints", index)
         when = {}
-        for axis, values in raw["if"].items():
-            values = (values,) if isinstance(values, str) else tuple(values)
+        for axis, given in raw["if"].items():
+            values = (given,) if isinstance(given, str) else tuple(given)
             for v in values:
-                self._check_value(axes, axis, v, at + ("if", axis), what=f"{where(at)}.if")
+                self._check_value(axes, axis, v, (*at, "if", axis), what=f"{where(at)}.if")
             when[axis] = values
         allow = {}
         for axis, rule in raw["then"].items():
-            line_at = at + ("then", axis)
+            line_at = (*at, "then", axis)
             if isinstance(rule, list):
                 for v in rule:
                     self._check_value(axes, axis, v, line_at, what=f"{where(at)}.then")
@@ -173,14 +183,14 @@ class _Reader:
         spanned = {}
         for axis, values in raw["axes"].items():
             ok = [v for v in values
-                  if self._check_value(axes, axis, v, at + ("axes", axis), what=label)]
+                  if self._check_value(axes, axis, v, (*at, "axes", axis), what=label)]
             spanned[axis] = tuple(ok)
         extras: set[str] = set()
         include = []
         for j, entry in enumerate(raw.get("include", [])):
             for key, value in entry.items():
                 if key in axes:
-                    self._check_value(axes, key, value, at + ("include", j, key),
+                    self._check_value(axes, key, value, (*at, "include", j, key),
                                       what=f"{label} include")
                 else:
                     extras.add(key)
@@ -188,7 +198,7 @@ class _Reader:
         exclude = []
         for j, entry in enumerate(raw.get("exclude", [])):
             for key, value in entry.items():
-                self._check_value(axes, key, value, at + ("exclude", j, key),
+                self._check_value(axes, key, value, (*at, "exclude", j, key),
                                   what=f"{label} exclude")
             exclude.append(Combination(dict(entry), self.line(*at, "exclude", j)))
         base = raw.get("base")
@@ -201,33 +211,109 @@ class _Reader:
                     self.problems.add(self.line(*at, "base", "match"),
                                       f"{label} base.match: there is no axis '{axis}'")
             base = BaseRef(base["image"], match, self.line(*at, "base"))
-        self._check_recipe(raw, at, label)
+        recipe, inputs = self._check_recipe(raw, at, label)
+        upstream = tuple(raw.get("upstream", []))
+        self._check_upstream(upstream, at, raw, axes)
         template = raw.get("tag", "{name}-{default}" if raw["kind"] == "app" else "{default}")
         tag_line = self.line(*at, "tag") if "tag" in raw else self.line(*at)
         for problem in tags.check_template(template, tags.template_fields(axes, extras)):
             self.problems.add(tag_line, f"{label} tag '{template}': {problem}")
         return Image(
             name=name, kind=raw["kind"], description=raw.get("description", ""),
-            recipe=raw["recipe"].rstrip("/"),
+            recipe=recipe,
             repository=raw.get("repository", repositories[raw["kind"]]),
             axes=spanned, include=tuple(include), exclude=tuple(exclude), base=base,
-            tag=template, inputs=tuple(raw.get("inputs", [])),
-            line=self.line(*at), tag_line=tag_line,
+            tag=template, inputs=inputs,
+            line=self.line(*at), tag_line=tag_line, upstream=upstream,
         )
 
-    def _check_recipe(self, raw: dict, at: tuple, label: str) -> None:
-        recipe = raw["recipe"].rstrip("/")
-        if not self.tree.is_dir(recipe):
+    def _check_recipe(self, raw: dict, at: tuple, label: str) -> tuple[str, tuple]:
+        """The recipe folder and the inputs, normalised; problems when one is missing or
+        leaves the catalogue's folder, or when the test.sh could start a definition-file
+        section."""
+        recipe = self._inside(raw["recipe"].rstrip("/") or ".", (*at, "recipe"))
+        if recipe is None:
+            pass
+        elif not self.tree.is_dir(recipe):
             self.problems.add(self.line(*at, "recipe"), f"{label}: recipe folder '{recipe}' does "
                               "not exist; create it (with a Dockerfile) or fix the path, which "
                               "is relative to matrix.yaml")
         elif not self.tree.exists(f"{recipe}/Dockerfile"):
             self.problems.add(self.line(*at, "recipe"), f"{label}: recipe folder '{recipe}' has "
                               "no Dockerfile; add one")
+        else:
+            self._check_test_script(recipe, label)
+        inputs = []
         for j, extra in enumerate(raw.get("inputs", [])):
-            if not self.tree.exists(extra.rstrip("/")):
+            path = self._inside(extra.rstrip("/") or ".", (*at, "inputs", j))
+            if path is not None and not self.tree.exists(path):
                 self.problems.add(self.line(*at, "inputs", j), f"{label}: input '{extra}' does "
                                   "not exist; fix the path, which is relative to matrix.yaml")
+            inputs.append(path or extra)
+        return recipe or raw["recipe"].rstrip("/"), tuple(inputs)
+
+    def _inside(self, path: str, at: tuple) -> str | None:
+        """``path`` with ``.`` and ``..`` resolved, or None (and a problem) when it leaves
+        the catalogue's folder: absolute, ``..`` past the top, or, in a tree on disk, a
+        symlink on the way or below it that points outside."""
+        norm = posixpath.normpath(path)
+        if path.startswith("/") or norm == ".." or norm.startswith("../"):
+            self.problems.add(self.line(*at), f"{where(at)}: '{path}' {LEAVES}")
+            return None
+        root = getattr(self.tree, "root", None)
+        if root is None:  # a git revision: no symlink is followed there
+            return norm
+        escape = _symlink_out_of(Path(root), norm)
+        if escape is not None:
+            self.problems.add(self.line(*at), f"{where(at)}: '{path}' {LEAVES} (the symlink "
+                              f"{escape} points outside)")
+            return None
+        return norm
+
+    def _check_test_script(self, recipe: str, label: str) -> None:
+        """The recipe's test.sh becomes the SIF's %test.  Apptainer starts a new section at
+        any line whose first word begins with '%', indented or not, so such a line would
+        give the definition file a section of its own (a %setup runs as root on the build
+        host): refused, with its line."""
+        script = self.tree.read_text(f"{recipe}/test.sh")
+        if not script:
+            return
+        shown = os.path.join(os.path.dirname(self.doc.file), recipe, "test.sh")
+        self.problems.extend([Problem(shown, number, (
+            f"'{word}' would start a section of the SIF's definition file, where this script "
+            f"is the %test of {label}: Apptainer reads any line whose first word starts with "
+            "'%' as a section header, indented or not; rewrite the line so that its first "
+            "word does not start with '%' (e.g. quote it)")) for number, word in
+            section_lines(script)])
+
+    def _check_upstream(self, upstream: tuple, at: tuple, raw: dict, axes: dict) -> None:
+        """Each ``upstream`` template uses only fields every cell of the image has: the axes,
+        and attributes that every value the image can take on that axis gives."""
+        allowed = _upstream_fields(raw, axes)
+        for j, template in enumerate(upstream):
+            spot = (*at, "upstream", j)
+            try:
+                parsed = list(string.Formatter().parse(template))
+            except ValueError as err:
+                self.problems.add(self.line(*spot), f"{where(spot)}: '{template}': {err}; write "
+                                  "{{ or }} for a literal brace")
+                continue
+            for _, field, spec, conversion in parsed:
+                if field is None:
+                    continue
+                if field not in allowed:
+                    self.problems.add(self.line(*spot), f"{where(spot)}: unknown field "
+                                      f"{{{field}}} in '{template}'; use one of "
+                                      f"{', '.join(sorted(allowed))} (variables every cell of "
+                                      "the image has)")
+                elif spec or conversion:
+                    self.problems.add(self.line(*spot), f"{where(spot)}: {{{field}}} must be a "
+                                      "plain field, without ':' or '!'")
+            head = parsed[0][0] if parsed else ""
+            if parsed and (parsed[0][1] is None or head) and not head.startswith(
+                    ("http://", "https://")):
+                self.problems.add(self.line(*spot), f"{where(spot)}: '{template}' is not an "
+                                  "http:// or https:// URL")
 
     def _check_images(self, images: tuple, axes: dict) -> None:
         seen: dict[str, Image] = {}
@@ -241,3 +327,42 @@ class _Reader:
                 self.problems.add(image.base.line, f"image {image.name}: base image "
                                   f"'{image.base.image}' is not in images; use one of "
                                   f"{', '.join(seen)}")
+
+
+def _upstream_fields(raw: dict, axes: dict) -> set:
+    """Variables every cell of the image ``raw`` has: each axis, and ``<axis>_<attr>`` when
+    every value the image can take on that axis (spanned, from include entries, or any
+    value of an axis it does not span) gives ``attr``."""
+    fields = set()
+    for name, axis in axes.items():
+        fields.add(name)
+        if name in raw["axes"]:
+            keys = set(raw["axes"][name]) | {e[name] for e in raw.get("include", []) if name in e}
+        else:
+            keys = set(axis.values)
+        values = [axis.values[k] for k in keys if k in axis.values]
+        if values:
+            common = set.intersection(*(set(v.attrs) for v in values))
+            fields.update(f"{name}_{attr}" for attr in common)
+    return fields
+
+
+def _symlink_out_of(root: Path, rel: str) -> str | None:
+    """The first symlink on the way to ``root/rel``, or below it, that resolves outside
+    ``root``, as 'LINK -> TARGET'; None when there is none."""
+    top = root.resolve()
+    if not (root / rel).resolve().is_relative_to(top):
+        probe = root
+        for part in Path(rel).parts:
+            probe = probe / part
+            if probe.is_symlink() and not probe.resolve().is_relative_to(top):
+                return f"{probe.relative_to(root).as_posix()} -> {os.readlink(probe)}"
+        return rel
+    real = (root / rel).resolve()
+    if real.is_dir():
+        for folder, dirs, names in os.walk(real):
+            for name in sorted(dirs + names):
+                entry = Path(folder) / name
+                if entry.is_symlink() and not entry.resolve().is_relative_to(top):
+                    return f"{entry.relative_to(top).as_posix()} -> {os.readlink(entry)}"
+    return None

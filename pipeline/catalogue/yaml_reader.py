@@ -76,7 +76,8 @@ def _convert(node: yaml.Node, path: Path, lines: dict, problems: Problems) -> An
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if key_node.tag == _TAG + "merge":
-                problems.add(key_line, "YAML merge keys ('<<') are not supported; write the keys out")
+                problems.add(key_line,
+                             "YAML merge keys ('<<') are not supported; write the keys out")
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 problems.add(key_line, "a mapping key must be a plain value, not a list or mapping")
@@ -85,11 +86,11 @@ def _convert(node: yaml.Node, path: Path, lines: dict, problems: Problems) -> An
             if key in out:
                 problems.add(key_line, f"key '{key}' is given twice here; keep one")
                 continue
-            lines[path + (key,)] = key_line
-            out[key] = _convert(value_node, path + (key,), lines, problems)
+            lines[(*path, key)] = key_line
+            out[key] = _convert(value_node, (*path, key), lines, problems)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, path + (i,), lines, problems) for i, item in enumerate(node.value)]
+        return [_convert(item, (*path, i), lines, problems) for i, item in enumerate(node.value)]
     return _scalar(node)
 
 

@@ -11,9 +11,15 @@ from rich.table import Table
 
 from pipeline.console import make_console
 from pipeline.lab import apptainer_image, engine, host, services
+from pipeline.lab.registries import LabRegistry, ensure_login, lab_registries
 from pipeline.settings import Settings
 from pipeline.tools import apptainer, docker_engine
-from pipeline.tools.registry.client import Registry
+from pipeline.tools.registry.client import (
+    LAB_RETRIES,
+    Registry,
+    RegistryAuthError,
+    RegistryError,
+)
 from pipeline.tools.registry.references import is_local
 
 DOCKERD_ARGS = ("dockerd", "--iptables=false", "--ip-masq=false", "--bridge=none")
@@ -34,10 +40,6 @@ class LabPaths:
     @property
     def cache(self) -> Path:
         return self.root / "cache"
-
-    @property
-    def registry_dir(self) -> Path:
-        return self.root / "registry"
 
 
 def up(settings: Settings, out=sys.stdout) -> int:
@@ -63,7 +65,7 @@ def up(settings: Settings, out=sys.stdout) -> int:
         console.print(f"installing with apt: {' '.join(packages)}")
         host.apt_install(packages, paths.logs / "apt.log")
     _ensure_docker(paths, console)
-    _ensure_registry(settings, paths, console)
+    _ensure_registries(settings, paths, console)
     for arch in ("amd64", "arm64"):
         if arch != host.host_arch():
             host.enable_binfmt(arch)
@@ -105,26 +107,56 @@ def _ensure_docker(paths: LabPaths, console: Console) -> None:
     console.print(f"docker daemon: started (pid {pid}, log {paths.logs / 'dockerd.log'})")
 
 
-def _ensure_registry(settings: Settings, paths: LabPaths, console: Console) -> None:
-    address = settings.registry
-    if Registry(address).answers():
-        console.print(f"registry {address}: answering")
+def _ensure_registries(settings: Settings, paths: LabPaths, console: Console) -> None:
+    for registry in lab_registries(settings):
+        _ensure_registry(registry, paths, console)
+
+
+def _ensure_registry(registry: LabRegistry, paths: LabPaths, console: Console) -> None:
+    """Serve ``registry`` with its login; restart one of ours whose config is outdated."""
+    address = registry.address
+    credentials = ensure_login(registry)
+    wanted = registry.config_text()
+    ours = services.running_pid(paths.run, registry.service)
+    current = registry.config.read_text() if registry.config.exists() else ""
+    if ours and current != wanted:
+        console.print(f"registry {address}: restarting with a new configuration (login)")
+        services.stop(paths.run, registry.service)
+    elif Registry(address).answers():
+        if not _login_works(address, credentials):
+            raise RuntimeError(f"registry {address} answers but refuses the lab's login "
+                               f"({registry.credentials_file}); it was not started by this lab: "
+                               "stop it, or point PIPELINE_REGISTRY/PIPELINE_PR_REGISTRY elsewhere")
+        console.print(f"registry {address} ({registry.name}): answering, login required")
         return
     if not is_local(address):
         raise RuntimeError(f"registry {address} does not answer, and it is not on this host "
-                           "for the lab to start; check PIPELINE_REGISTRY")
-    paths.registry_dir.mkdir(parents=True, exist_ok=True)
-    config = paths.registry_dir / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: info}\n"
-        f"storage:\n  filesystem: {{rootdirectory: {paths.registry_dir / 'data'}}}\n"
-        "  delete: {enabled: true}\n"
-        f"http: {{addr: '{address}'}}\n")
-    service = services.Service("registry", ("docker-registry", "serve", str(config)),
-                              ready=lambda: Registry(address).answers())
+                           "for the lab to start; check PIPELINE_REGISTRY/PIPELINE_PR_REGISTRY")
+    registry.config.write_text(wanted)
+    service = services.Service(registry.service, ("docker-registry", "serve",
+                                                  str(registry.config)),
+                               ready=lambda: Registry(address).answers())
     pid = services.start(service, paths.run, paths.logs)
-    console.print(f"registry {address}: started (pid {pid}, data {paths.registry_dir / 'data'})")
+    console.print(f"registry {address} ({registry.name}): started (pid {pid}, data "
+                  f"{registry.folder / 'data'}, login in {registry.credentials_file})")
+
+
+def _login_works(address: str, credentials) -> bool:
+    """Whether the registry wants a login and takes this one (an open registry is refused)."""
+    anonymous = Registry(address, policy=LAB_RETRIES)
+    try:
+        anonymous.tags("factory/os")
+    except RegistryAuthError:
+        pass
+    except RegistryError:
+        return False
+    else:
+        return False  # it let an anonymous client in: not the lab's registry
+    try:
+        Registry(address, credentials, policy=LAB_RETRIES).tags("factory/os")
+    except RegistryError:
+        return False
+    return True
 
 
 def status(settings: Settings, out=sys.stdout) -> int:
@@ -144,11 +176,15 @@ def status(settings: Settings, out=sys.stdout) -> int:
         rows.append(("builder", True, f"{client.kind}: {client.path} client {client.version}"))
     except docker_engine.DockerUnavailable as err:
         rows.append(("builder", False, str(err)))
-    answering = Registry(settings.registry).answers()
-    pid = services.running_pid(paths.run, "registry")
-    rows.append(("registry", answering, f"{settings.registry} " + (
-        "answering" + (f" (started by the lab, pid {pid})" if pid else "") if answering
-        else "not answering")))
+    for registry in lab_registries(settings):
+        answering = Registry(registry.address).answers()
+        pid = services.running_pid(paths.run, registry.service)
+        login = registry.credentials_file.exists() and answering and _login_works(
+            registry.address, ensure_login(registry))
+        rows.append((f"registry ({registry.name})", bool(login), f"{registry.address} " + (
+            ("answering, login required" if login else "answering WITHOUT the lab's login: "
+             "run `lab up`") + (f" (started by the lab, pid {pid})" if pid else "")
+            if answering else "not answering")))
     for arch in ("amd64", "arm64"):
         if arch != host.host_arch():
             state = host.binfmt_state(arch)
@@ -173,7 +209,7 @@ def status(settings: Settings, out=sys.stdout) -> int:
 
 def down(settings: Settings, out=sys.stdout) -> int:
     paths = LabPaths(settings.lab_dir)
-    for name in ("registry", "dockerd"):
+    for name in (*(r.service for r in lab_registries(settings)), "dockerd"):
         stopped = services.stop(paths.run, name)
         print(f"{name}: {'stopped' if stopped else 'not started by the lab, left alone'}",
               file=out)

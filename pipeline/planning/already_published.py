@@ -17,12 +17,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pipeline.names import BUILD_ID
-from pipeline.planning.build_ids import effective_build_id
+from pipeline.planning.build_ids import effective_build_id, upstream_identities
 from pipeline.planning.jobs import Job
 from pipeline.tools.oci_artifacts import read_index
 from pipeline.tools.registry.client import Registry, RegistryError
 from pipeline.tools.upstream import Upstream, UpstreamUnknown
-
 
 
 def effective_build_ids(jobs: list[Job], upstream: Upstream) -> tuple[dict, dict]:
@@ -30,18 +29,16 @@ def effective_build_ids(jobs: list[Job], upstream: Upstream) -> tuple[dict, dict
     known: dict[str, str] = {}
     unknown: dict[str, str] = {}
     for job in jobs:
-        if job.needs:
-            missing = [n for n in job.needs if n not in known]
-            if missing:
-                unknown[job.id] = unknown.get(missing[0], f"{missing[0]} is not known")
-                continue
-            known[job.id] = effective_build_id(job.build_id, [known[n] for n in job.needs])
-        else:
-            try:
-                known[job.id] = effective_build_id(job.build_id,
-                                                   [upstream.identity(job.variables)])
-            except UpstreamUnknown as err:
-                unknown[job.id] = str(err)
+        missing = [n for n in job.needs if n not in known]
+        if missing:
+            unknown[job.id] = unknown.get(missing[0], f"{missing[0]} is not known")
+            continue
+        try:
+            below = ([known[n] for n in job.needs] if job.needs
+                     else [upstream.identity(job.variables)])
+            known[job.id] = effective_build_id(job, below, upstream_identities(job, upstream))
+        except UpstreamUnknown as err:
+            unknown[job.id] = str(err)
     return known, unknown
 
 

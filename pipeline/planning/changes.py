@@ -18,6 +18,7 @@ from pipeline.planning.jobs import Job, build_plan
 from pipeline.planning.recipe_files import GitTree
 
 MODES = ("pr", "main", "nightly")
+LISTED = 3  # recipe files named in a reason; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,11 @@ def load_baseline(folder: Path, matrix_name: str, rev: str) -> Baseline:
 
 
 def decide(jobs: list[Job], mode: str, baseline: Baseline | None) -> list[Job]:
-    """Set each job's action and reason."""
+    """Set each job's action and reason.
+
+    "unchanged since REF" is about the sources only: outside pr mode the planner
+    (``planner.planned_for``) keeps such a skip only when the target has the job published,
+    and builds it otherwise (a publish that failed after REF's run)."""
     if mode == "nightly":
         return [replace(j, action="build", reason="nightly: every cell is considered, to pick "
                         "up upstream changes") for j in jobs]
@@ -78,8 +83,8 @@ def _differences(old: Job, new: Job, rebuilt: set) -> list[str]:
     changed += [f"{p} added" for p in after if p not in before]
     changed += [f"{p} removed" for p in before if p not in after]
     if changed:
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        out.append("recipe " + ", ".join(changed[:3]) + more)
+        more = f" and {len(changed) - LISTED} more" if len(changed) > LISTED else ""
+        out.append("recipe " + ", ".join(changed[:LISTED]) + more)
     keys = list(new.variables) + [k for k in old.variables if k not in new.variables]
     moved = [f"{k} {old.variables.get(k, '(none)')} -> {new.variables.get(k, '(none)')}"
              for k in keys if old.variables.get(k) != new.variables.get(k)]

@@ -36,10 +36,14 @@ class Job:
     reason: str = ""
     # (path, git mode, blob id) of every input file: kept to say *which* file changed.
     files: tuple = field(default=(), repr=False, compare=False)
+    # URLs of package repository metadata the recipe installs from (``upstream:``): read at
+    # run time into the effective build_id, never into the plan's.
+    upstream: tuple = ()
 
     def to_json(self) -> dict:
         data = asdict(self)
         del data["files"]
+        del data["upstream"]
         data["needs"] = list(self.needs)
         return data
 
@@ -121,7 +125,7 @@ def _image_jobs(image, catalogue, tree, by_image, first_seen, problems) -> list[
             arch=arch, variables=variables, recipe=image.recipe,
             needs=tuple(n.id for n in needs),
             build_id=build_id(files, variables, arch, [n.build_id for n in needs]),
-            files=files,
+            files=files, upstream=image.upstream_urls(variables),
         ))
     for message in bad_tags:
         problems.add(image.tag_line, f"{label} tag '{image.tag}': {message}")

@@ -41,6 +41,9 @@ class Planned:
     declared: list[Job]  # every decided job, selected or not: which arches each tag declares
     jobs: list[Job]  # the selection, in dependency order
     published_ids: dict = field(default_factory=dict)  # job id -> effective build_id
+    # ids that --changed-from skipped as unchanged: outside pr mode they stay skipped only
+    # when the target has them (see planned_for)
+    unchanged: frozenset = frozenset()
 
 
 def plan_with_catalogue(matrix: Path, mode: str, changed_from: str | None = None,
@@ -55,7 +58,9 @@ def plan_with_catalogue(matrix: Path, mode: str, changed_from: str | None = None
     jobs = build_plan(catalogue, tree)
     baseline = load_baseline(folder, matrix.name, changed_from) if changed_from else None
     jobs = decide(jobs, mode, baseline)
-    return Planned(catalogue, jobs, select(jobs, globs) if globs else jobs)
+    unchanged = frozenset(j.id for j in jobs if j.action == "skip")  # decide skips no other
+    return Planned(catalogue, jobs, select(jobs, globs) if globs else jobs,
+                   unchanged=unchanged)
 
 
 def target_of(catalogue: Catalogue, name: str | None, settings: Settings) -> Target:
@@ -72,7 +77,9 @@ def planned_for(args: argparse.Namespace, settings: Settings) -> tuple[Planned, 
     """The plan and its target.  Outside ``pr`` mode the effective build_ids are computed
     (publishing compares them with the target's), and jobs already published on the
     target become ``skip``: a rerun of the same revision, or a nightly run with nothing
-    changed upstream, builds nothing."""
+    changed upstream, builds nothing.  A job ``--changed-from`` found unchanged stays
+    ``skip`` only when the target has its effective build_id; otherwise (an earlier publish
+    failed, or never ran) it is built, so that main can publish it."""
     planned = plan_with_catalogue(Path(args.matrix), args.mode, args.changed_from,
                                   parse_globs(args.select) if args.select else None)
     target = target_of(planned.catalogue, args.target, settings)
@@ -86,5 +93,26 @@ def planned_for(args: argparse.Namespace, settings: Settings) -> tuple[Planned, 
         secrets = Secrets.from_env()
         registry = Registry(target.registry, secrets.registry,
                             RetryPolicy(attempts=4, total_seconds=60))
-        jobs = mark_published(jobs, registry, ids, unknown)
+        jobs = _mark(planned, registry, ids, unknown, target.name)
     return replace(planned, jobs=jobs, published_ids=ids), target
+
+
+def _mark(planned: Planned, registry: Registry, ids: dict, unknown: dict,
+          where: str) -> list[Job]:
+    """``mark_published``, with the unchanged jobs asked too: unchanged since the revision
+    says nothing about the target, where a failed publish may have left them missing."""
+    jobs = planned.jobs
+    reopened = {j.id for j in jobs if j.id in planned.unchanged and j.action == "skip"}
+    marked = mark_published([replace(j, action="build") if j.id in reopened else j
+                             for j in jobs], registry, ids, unknown)
+    out = []
+    for before, after in zip(jobs, marked, strict=True):
+        if before.id not in reopened:
+            out.append(after)
+        elif after.action == "skip":  # published: the skip stands
+            out.append(replace(after, reason=f"{before.reason}; {after.reason}"))
+        else:
+            note = after.reason[len(before.reason):].lstrip("; ")  # "cannot tell ...", if any
+            out.append(replace(after, reason=f"{before.reason}, but " + (
+                note or f"not published on {where} (a failed publish earlier?)")))
+    return out

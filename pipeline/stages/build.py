@@ -5,10 +5,11 @@
 * The job's effective build_id is its plan build_id with the digests below it folded in
   (the OS content, or the needs' effective build_ids): a new upstream OS or a rebuilt base
   changes it.
-* Every built image is pushed to the lab registry's staging area,
-  ``REGISTRY/factory-staging/<repository>:<build_id>-<arch>``; that is what gives it a
-  digest to build FROM.  Staging is not publishing: nothing reaches a target's
-  repositories here.  When staging already holds the build_id, nothing is rebuilt.
+* Every built image is pushed to the run's staging area (``pipeline.tools.registry.staging``:
+  trusted for main/nightly, a separate one for pr), ``<staging>/<repository>:<build_id>-<arch>``;
+  that is what gives it a digest to build FROM.  Staging is not publishing: nothing reaches
+  a target's repositories here.  When staging already holds the build_id, and (trusted
+  staging) its attestation shows a trusted run put it there, nothing is rebuilt.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 
-from pipeline.planning.build_ids import effective_build_id
+from pipeline.planning.build_ids import effective_build_id, upstream_identities
 from pipeline.planning.jobs import Job
 from pipeline.stages.context import StageContext
 from pipeline.stages.labels import build_args, image_labels
 from pipeline.tools.docker_engine import inspect_image, push
 from pipeline.tools.processes import Log, run_logged
-from pipeline.tools.registry.client import LAB_RETRIES, Registry
-
-STAGING = "factory-staging"
-
+from pipeline.tools.registry.staging import Staging
+from pipeline.tools.upstream import UpstreamUnknown
 
 class BuildFailed(RuntimeError):
     """The recipe did not build; the message holds the last lines of the build output."""
@@ -46,9 +45,9 @@ class Built:
                 "base": f"{self.base_name}@{self.base_digest}", "cached": self.cached}
 
 
-def staging_ref(job: Job, build_id: str) -> tuple[str, str]:
-    """(repository, tag) of a job's image in the lab registry's staging area."""
-    return f"{STAGING}/{job.repository}", f"{build_id[:32]}-{job.arch}"
+def staging_ref(job: Job, build_id: str, staging: Staging) -> tuple[str, str]:
+    """(repository, tag) of a job's image in its staging area."""
+    return staging.repository(job.repository), staging.tag(build_id, job.arch)
 
 
 def build(job: Job, needs: dict, ctx: StageContext, log: Log) -> Built:
@@ -57,20 +56,30 @@ def build(job: Job, needs: dict, ctx: StageContext, log: Log) -> Built:
         need = needs[job.needs[0]]
         base_name = job.needs[0].rsplit("@", 1)[0]
         base_ref, base_digest = need.reference, need.digest
-        build_id = effective_build_id(job.build_id, [needs[n].build_id for n in job.needs])
+        below = [needs[n].build_id for n in job.needs]
     else:
         os_base = ctx.os_bases.get(job.variables, log)
         base_name, base_ref, base_digest = os_base.name, os_base.reference, os_base.digest
-        build_id = effective_build_id(job.build_id, [os_base.content_id])
-    reg = ctx.settings.registry
-    repository, tag = staging_ref(job, build_id)
-    found = Registry(reg, policy=LAB_RETRIES).digest(repository, tag)
+        below = [os_base.content_id]
+    try:  # the same function the plan uses: the two cannot disagree
+        build_id = effective_build_id(job, below, upstream_identities(job, ctx.os_bases.upstream))
+    except UpstreamUnknown as err:
+        raise BuildFailed(f"cannot tell what the image's upstream is now: {err}") from None
+    staging = ctx.staging
+    registry = staging.client()
+    repository, tag = staging_ref(job, build_id, staging)
+    found = registry.digest(repository, tag)
     if found:
-        log(f"already built: {reg}/{repository}:{tag} ({found})")
-        return Built(f"{reg}/{repository}:{tag}", f"{reg}/{repository}@{found}", found, build_id,
-                     base_name, base_digest, True)
+        distrust = staging.distrust(registry, repository, tag, found, build_id, job.id)
+        if distrust is None:
+            log(f"already built: {staging.reference(job.repository, tag)} ({found})")
+            return Built(staging.reference(job.repository, tag),
+                         staging.reference(job.repository, found), found, build_id, base_name,
+                         base_digest, True)
+        # Not ours: build it again; the push below replaces the tag.
+        log(f"not reused: {staging.reference(job.repository, tag)} ({found}): {distrust}")
 
-    ref = f"{reg}/{repository}:{tag}"
+    ref = staging.reference(job.repository, tag)
     argv = [*ctx.client.build_argv(), "--network", "host", "--platform", f"linux/{job.arch}",
             "--progress", "plain", "--build-arg", f"BASE_IMAGE={base_ref}"]
     for key, value in build_args(job).items():
@@ -92,9 +101,10 @@ def build(job: Job, needs: dict, ctx: StageContext, log: Log) -> Built:
     arch = inspect_image(ctx.client.path, ref, "{{.Architecture}}")
     if arch != job.arch:
         raise BuildFailed(f"the image was built for {arch}, not {job.arch}")
-    push(ctx.client.path, ref, log)
-    digest = Registry(reg, policy=LAB_RETRIES).digest(repository, tag)
+    push(ctx.client.path, ref, log, env=ctx.client.env())
+    digest = registry.digest(repository, tag)
     if not digest:
         raise BuildFailed(f"pushed {ref}, but the registry does not list it")
-    return Built(ref, f"{reg}/{repository}@{digest}", digest, build_id, base_name, base_digest,
-                 False)
+    staging.attest(registry, repository, tag, digest, build_id, job.id)
+    return Built(ref, staging.reference(job.repository, digest), digest, build_id, base_name,
+                 base_digest, False)

@@ -5,7 +5,16 @@ the SIF.  The SIF is built with ``--notest`` (the test stage runs ``%test`` unpr
 under a temporary name and renamed when complete, so a half-written SIF is never taken
 for a result.  It is then checked: it holds the definition file and a Squashfs system
 partition of the job's arch, and its labels read back with ``apptainer inspect``.
-A SIF whose recorded build_id matches the job's is reused.
+
+A SIF is reused only when it was converted from this very image: its stamp
+(``<sif>.build-id``, JSON ``{"build_id", "image_digest"}``) must hold the job's build_id
+*and* the digest of the image the build stage gives now.  The same build_id can come with
+another digest (a fresh registry, an image rebuilt into staging), and the SIF's labels carry
+the digest, so that SIF is converted again.  A stamp of an older factory (the build_id
+alone) matches nothing; a reused SIF that does not verify is converted again too.
+
+Conversion scratch comes from the run's ``ScratchBudget`` (``pipeline.stages.scratch``): a
+conversion may wait for room there, or fail at once when it can never fit.
 """
 
 from __future__ import annotations
@@ -22,7 +31,8 @@ from pipeline.planning.jobs import Job
 from pipeline.stages.build import Built
 from pipeline.stages.context import StageContext
 from pipeline.stages.definition import definition, sif_labels
-from pipeline.stages.scratch import available_memory, choose
+from pipeline.stages.scratch import ScratchTooSmall
+from pipeline.tools.apptainer import Scratch
 from pipeline.tools.docker_engine import inspect_image, pull
 from pipeline.tools.processes import Log
 
@@ -43,6 +53,29 @@ class Converted:
                 "cached": self.cached}
 
 
+def stamp_text(build_id: str, image_digest: str) -> str:
+    """What ``<sif>.build-id`` records: the image the SIF was converted from."""
+    return json.dumps({"build_id": build_id, "image_digest": image_digest}) + "\n"
+
+
+def reusable(stamp: str | None, build_id: str, image_digest: str) -> bool:
+    """Whether a SIF stamped ``stamp`` was converted from this build_id *and* image digest.
+
+    >>> reusable(stamp_text("b1", "sha256:aa"), "b1", "sha256:aa")
+    True
+    >>> reusable(stamp_text("b1", "sha256:aa"), "b1", "sha256:bb")  # same build, new image
+    False
+    >>> reusable("b1", "b1", "sha256:aa")  # an old stamp: the build_id alone
+    False
+    """
+    try:
+        recorded = json.loads(stamp or "")
+    except json.JSONDecodeError:
+        return False
+    return (isinstance(recorded, dict) and recorded.get("build_id") == build_id
+            and recorded.get("image_digest") == image_digest)
+
+
 def convert(job: Job, built: Built, ctx: StageContext, log: Log) -> Converted:
     ctx.sif_dir.mkdir(parents=True, exist_ok=True)
     sif = ctx.sif_dir / sif_name(job.id)
@@ -50,25 +83,47 @@ def convert(job: Job, built: Built, ctx: StageContext, log: Log) -> Converted:
     stamp = sif.parent / (sif.name + ".build-id")
     if subprocess.run([ctx.client.path, "image", "inspect", built.tagged], capture_output=True,
                       check=False).returncode:
-        pull(ctx.client.path, built.tagged, job.arch, log)  # built in an earlier run
+        pull(ctx.client.path, built.tagged, job.arch, log, env=ctx.client.env())  # built before
     # The revision the image was built from, which may be older than HEAD for a reused image.
     revision = inspect_image(ctx.client.path, built.tagged,
                              '{{index .Config.Labels "org.opencontainers.image.revision"}}')
     labels = sif_labels(job, built.build_id, built.digest, revision)
-    if sif.exists() and stamp.exists() and stamp.read_text().strip() == built.build_id:
-        log(f"already converted: {sif}")
-        verify(sif, job, labels, ctx, log)
-        return Converted(sif, def_file, sif.stat().st_size, True)
+    recorded = stamp.read_text() if stamp.exists() else None
+    if sif.exists() and reusable(recorded, built.build_id, built.digest):
+        log(f"already converted: {sif} (build_id {built.build_id[:12]}, image {built.digest})")
+        try:
+            verify(sif, job, labels, ctx, log)
+            return Converted(sif, def_file, sif.stat().st_size, True)
+        except ConvertFailed as err:
+            log(f"converting again: the SIF there does not verify: {err}")
+    elif sif.exists():
+        log(f"converting again: {sif.name} was not converted from build_id "
+            f"{built.build_id[:12]} and image {built.digest} (stamp: "
+            f"{(recorded or 'none').strip()})")
 
     script = ctx.catalogue_dir / job.recipe / "test.sh"
     def_file.write_text(definition(job, built.tagged, labels, ctx.descriptions.get(job.image, ""),
                                    script.read_text() if script.exists() else None))
     partial = sif.parent / (sif.name + ".partial")
     partial.unlink(missing_ok=True)
-    scratch = choose(ctx.settings.convert_scratch,
-                     int(inspect_image(ctx.client.path, built.tagged, "{{.Size}}")),
-                     ctx.scratch / sif.stem, ctx.apptainer.kind, available_memory())
-    log(f"scratch {scratch.reason}")
+    stamp.unlink(missing_ok=True)  # the SIF is replaced: until then, nothing is stamped
+    image_bytes = int(inspect_image(ctx.client.path, built.tagged, "{{.Size}}"))
+    try:
+        reservation = ctx.scratch_budget.reserve(ctx.settings.convert_scratch, image_bytes,
+                                                 ctx.scratch / sif.stem, ctx.apptainer.kind, log)
+        with reservation as scratch:
+            log(f"scratch {scratch.reason}")
+            _build(partial, def_file, scratch, ctx, log)
+    except ScratchTooSmall as err:
+        raise ConvertFailed(str(err)) from None
+    partial.chmod(0o644)
+    partial.replace(sif)
+    stamp.write_text(stamp_text(built.build_id, built.digest))
+    verify(sif, job, labels, ctx, log)
+    return Converted(sif, def_file, sif.stat().st_size, False)
+
+
+def _build(partial: Path, def_file: Path, scratch: Scratch, ctx: StageContext, log: Log) -> None:
     scratch.path.mkdir(parents=True, exist_ok=True)
     try:
         ctx.apptainer.run(["build", "--notest", "--disable-cache", str(partial), str(def_file)],
@@ -78,11 +133,6 @@ def convert(job: Job, built: Built, ctx: StageContext, log: Log) -> Converted:
         raise ConvertFailed(f"apptainer build failed for {def_file.name}; see the log") from None
     finally:
         shutil.rmtree(scratch.path, ignore_errors=True)
-    partial.chmod(0o644)
-    partial.replace(sif)
-    stamp.write_text(built.build_id + "\n")
-    verify(sif, job, labels, ctx, log)
-    return Converted(sif, def_file, sif.stat().st_size, False)
 
 
 def verify(sif: Path, job: Job, labels: dict, ctx: StageContext, log: Log) -> None:

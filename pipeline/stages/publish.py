@@ -7,24 +7,40 @@ Order, so that a failure leaves the moving tags untouched and a rerun resumes:
 
 1. each arch's image, copied by digest from the lab's staging area (blobs the target
    already has are skipped, same-registry blobs are mounted);
-2. each arch's SIF as an ORAS artifact, ``<repository>-sif:<tag>-<arch>-<build_id[:12]>``;
+2. each arch's SIF as an ORAS artifact, ``<repository>-sif:<tag>-<arch>-<build_id[:12]>``
+   (immutable: an existing one is kept, never overwritten);
 3. each arch's SIF to the Sylabs library, when one is configured;
 4. the OCI index (one multi-arch list) under the immutable tag ``<tag>-<publication>``
    (``publication``: a hash of the arches' build_ids; never overwritten);
 5. the moving tags last: ``<repository>-sif:<tag>-<arch>``, then ``<repository>:<tag>``.
+
+Nothing pushed under an immutable tag depends on when the run happens: ``created`` is
+``ctx.created``, the source revision's commit time (``git.commit_time``), so a rerun of the
+same build writes the same manifests.  Without one (a dirty tree, an unknown revision:
+``git.EPOCH``) a SIF takes its image's own ``org.opencontainers.image.created`` label, which
+a rerun finds unchanged because it reuses the staged image of the same build_id.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pipeline.names import BUILD_ID, FACTORY, OCI
 from pipeline.planning.already_published import published_arches
 from pipeline.tools.apptainer import Apptainer
 from pipeline.tools.credentials import Secrets
-from pipeline.tools.oci_artifacts import copy_image, make_index, platform_of, push_sif
+from pipeline.tools.git import EPOCH
+from pipeline.tools.oci_artifacts import (
+    copy_image,
+    image_created,
+    make_index,
+    platform_of,
+    push_sif,
+)
 from pipeline.tools.processes import Log
 from pipeline.tools.registry.client import Registry, RegistryError
 
@@ -50,7 +66,7 @@ class PublishContext:
     apptainer: Apptainer | None
     scratch: Path
     revision: str
-    created: str
+    created: str  # the revision's commit time (git.commit_time), EPOCH when it has none
 
 
 @dataclass
@@ -120,13 +136,17 @@ def _publish(repository: str, tag: str, arches: list[ArchState], ctx: PublishCon
             sif_tag = f"{tag}-{state.arch}-{state.build_id[:12]}"
             log(f"{repository}:{tag}: pushing {state.sif.name} as oras://{reg.host}/{sif_repo}:"
                 f"{sif_tag}")
-            sif_manifests[state.arch], sif_digest = push_sif(reg, sif_repo, [sif_tag], state.sif, {
-                BUILD_ID: state.build_id, f"{FACTORY}.id": state.job_id,
-                f"{OCI}.created": ctx.created, f"{OCI}.revision": ctx.revision})
+            created = sif_created(ctx, partial(image_created, reg, repository, state.digest))
+            pushed = push_sif(reg, sif_repo, sif_tag, state.sif,
+                              sif_annotations(state, ctx.revision, created))
+            if pushed.kept:
+                log(f"{repository}:{tag}: {sif_repo}:{sif_tag} exists ({pushed.manifest}, SIF "
+                    f"{pushed.sif}); kept, never overwritten")
+            sif_manifests[state.arch] = pushed.manifest
             state.pushed.update({"sif": f"oras://{reg.host}/{sif_repo}:{tag}-{state.arch}",
                                  "sif_immutable": f"oras://{reg.host}/{sif_repo}:{sif_tag}",
-                                 "sif_manifest": sif_manifests[state.arch],
-                                 "sif_sha256": sif_digest})
+                                 "sif_manifest": pushed.manifest,
+                                 "sif_sha256": pushed.sif})
             state.pushed["library"] = _library(repository, tag, state, ctx, log)
 
     existing = reg.manifest(repository, immutable)
@@ -149,6 +169,20 @@ def _publish(repository: str, tag: str, arches: list[ArchState], ctx: PublishCon
     log(f"{repository}:{tag}: published {index_digest} (also {immutable})")
     return {"index": f"{reg.host}/{repository}:{tag}@{index_digest}",
             "tags": [immutable, tag], "result": "published"}
+
+
+def sif_created(ctx: PublishContext, image_label: Callable[[], str | None]) -> str:
+    """The SIF's ``created``: the commit time; without one the image's label (asked only
+    then), else EPOCH."""
+    if ctx.created and ctx.created != EPOCH:
+        return ctx.created
+    return image_label() or EPOCH
+
+
+def sif_annotations(state: ArchState, revision: str, created: str) -> dict:
+    """The SIF manifest's annotations: facts of the build only, no wall-clock time."""
+    return {BUILD_ID: state.build_id, f"{FACTORY}.id": state.job_id,
+            f"{OCI}.created": created, f"{OCI}.revision": revision}
 
 
 def _library(repository: str, tag: str, state: ArchState, ctx: PublishContext, log: Log) -> dict:

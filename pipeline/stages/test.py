@@ -6,7 +6,10 @@ did not run):
 * ``%test``: ``apptainer test`` on the SIF, unprivileged;
 * ``mpi``: the pipeline's MPI hello world compiled with the container's ``mpicc`` and run
   on N ranks with its ``mpirun``; passes only when ranks 0..N-1 each answer once;
-* ``mpi-hybrid``: the host's ``mpirun`` launching ``apptainer exec`` (needs both on the host);
+* ``mpi-hybrid``: the host's ``mpirun`` (``PIPELINE_HOST_MPI`` or ``mpirun`` on PATH)
+  launching ``apptainer exec``; needs both on the host, and an MPI there that can launch
+  the container's (``mpi_compat.compatible``: Open MPI same major version, MPICH ABI family
+  not older), otherwise skipped with the reason;
 * ``gpu`` (gpu images): ``--nv`` with ``nvidia-smi`` and a small CUDA program, where a GPU is.
 
 Any failed test fails the job.
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from pipeline.planning.jobs import Job
 from pipeline.stages.context import StageContext
+from pipeline.stages.mpi_compat import HostMpi, HostMpiMissing, compatible, detect_host_mpi
 from pipeline.tools.processes import Log
 
 MPI_RANKS = 4
@@ -84,7 +88,7 @@ def _exec(ctx: StageContext, args: list, binds: list, log: Log) -> tuple[int, st
 
 
 def _tail(output: str) -> str:
-    lines = [l for l in output.splitlines() if not l.startswith("INFO:")]
+    lines = [line for line in output.splitlines() if not line.startswith("INFO:")]
     return " | ".join(lines[-TAIL:])
 
 
@@ -133,32 +137,53 @@ def _mpi(job: Job, sif: Path, ctx: StageContext, work: Path, log: Log) -> TestRe
     return TestResult("mpi", "passed", f"{MPI_RANKS} ranks, each once")
 
 
-def _mpi_hybrid(job: Job, sif: Path, ctx: StageContext, work: Path, log: Log) -> TestResult:
+def _hybrid_host(job: Job, ctx: StageContext, log: Log) -> tuple[HostMpi | None, str]:
+    """The host MPI that can launch the container's, or (None, why the test is skipped)."""
     family = _mpi_family(job)
     if family is None:
-        return TestResult("mpi-hybrid", "skipped", "no MPI in this image (mpi: none)")
+        return None, "no MPI in this image (mpi: none)"
     if ctx.apptainer.kind != "host":
-        return TestResult("mpi-hybrid", "skipped", "the host has no Apptainer (the lab runs it "
-                          "in a container), so the host's mpirun cannot launch it")
-    host_mpirun = shutil.which("mpirun")
-    if host_mpirun is None:
-        return TestResult("mpi-hybrid", "skipped", "the host has no mpirun")
+        return None, ("the host has no Apptainer (the lab runs it in a container), so the "
+                      "host's mpirun cannot launch it")
+    try:
+        host = detect_host_mpi()
+    except HostMpiMissing as err:
+        return None, str(err)
+    log(f"host MPI: {host.describe()}")
+    ok, why = compatible(family, str(job.variables.get("mpi_version", "")), host.family,
+                         host.version, host.soname)
+    log(f"mpi-hybrid: {why}")
+    return (host if ok else None), why
+
+
+def _mpi_hybrid(job: Job, sif: Path, ctx: StageContext, work: Path, log: Log) -> TestResult:
+    host, why_not = _hybrid_host(job, ctx, log)
+    if host is None:
+        return TestResult("mpi-hybrid", "skipped", why_not)
+    tested_with = f"host {host.describe()}"
     source = _hello_source(work)
     code, output = _exec(ctx, ["exec", str(sif), "mpicc", "-o", f"{work}/hello", str(source)],
                          [sif.parent, work], log)
     if code:
         return TestResult("mpi-hybrid", "failed", f"mpicc in the container: {_tail(output)}")
-    extra = ["--allow-run-as-root"] if os.geteuid() == 0 and family == "openmpi" else []
-    argv = [host_mpirun, *extra, "-np", str(MPI_RANKS), ctx.apptainer.command, "exec",
-            "--bind", str(work), str(sif), f"{work}/hello"]
+    argv = [host.mpirun, *_host_mpirun_flags(host.family), "-np", str(MPI_RANKS),
+            ctx.apptainer.command, "exec", "--bind", str(work), str(sif), f"{work}/hello"]
     log("$ " + " ".join(argv))
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     log(done.stdout + done.stderr)
     seen = ranks_seen(done.stdout, MPI_RANKS)
     if done.returncode or seen != list(range(MPI_RANKS)):
-        return TestResult("mpi-hybrid", "failed", f"exit {done.returncode}, ranks seen {seen}: "
-                          f"{_tail(done.stdout + done.stderr)}")
-    return TestResult("mpi-hybrid", "passed", f"host mpirun, {MPI_RANKS} ranks")
+        return TestResult("mpi-hybrid", "failed", f"{tested_with}: exit {done.returncode}, "
+                          f"ranks seen {seen}: {_tail(done.stdout + done.stderr)}")
+    return TestResult("mpi-hybrid", "passed", f"{tested_with}, {MPI_RANKS} ranks")
+
+
+def _host_mpirun_flags(host_family: str | None) -> list[str]:
+    """Open MPI refuses root without --allow-run-as-root and more ranks than cores without
+    --oversubscribe; MPICH's hydra has neither flag."""
+    if host_family != "openmpi":
+        return []
+    return ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
 
 
 def _gpu(sif: Path, ctx: StageContext, work: Path, log: Log) -> TestResult:

@@ -9,10 +9,15 @@ HPC centres run Singularity from a container image to build SIFs:
 * ``apptainer test`` and ``exec`` run as an unprivileged user (uid 1000) in a container
   that may create user namespaces and use ``/dev/fuse`` (squashfuse mounts the SIF), since
   root Apptainer asks for capabilities this VM does not grant.
+
+Every container started for a run carries the label ``org.sjtuhpc.factory.run=<run id>``
+and a name ``factory-<run id>-<n>``, so that an interrupted run can remove them all
+(:func:`remove_containers`); killing the ``docker run`` client does not stop its container.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -20,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.tools.docker_engine import BuildClient
-from pipeline.tools.processes import Log, run_logged
+from pipeline.tools.processes import Log, run_captured, run_logged
+
+RUN_LABEL = "org.sjtuhpc.factory.run"  # its value: the run id
+_numbers = itertools.count(1)
 
 MOUNT = Path("/scratch")  # where a tmpfs scratch is, inside the runtime's container
 
@@ -58,6 +66,14 @@ class Apptainer:
     image: str | None  # the lab image, for kind "container"
     docker: str | None  # the docker CLI that runs it
     version: str
+    run_id: str | None = None  # labels and names the containers started for a run
+
+    def container_options(self) -> list:
+        """``--label``/``--name`` for one ``docker run`` of this run (none without a run id)."""
+        if not self.run_id:
+            return []
+        return ["--label", f"{RUN_LABEL}={self.run_id}",
+                "--name", f"factory-{self.run_id}-{next(_numbers)}"]
 
     def describe(self) -> str:
         where = f"container {self.image}" if self.kind == "container" else "host"
@@ -75,7 +91,7 @@ class Apptainer:
         if self.kind == "host":
             tmpdir = ["env", f"APPTAINER_TMPDIR={scratch.path}"] if scratch else []
             return [*tmpdir, self.command, *args]
-        argv = [self.docker, "run", "--rm", "--network", "host"]
+        argv = [self.docker, "run", "--rm", *self.container_options(), "--network", "host"]
         for path in dict.fromkeys(str(b) for b in binds):
             argv += ["-v", f"{path}:{path}"]
         if docker_socket:
@@ -86,7 +102,8 @@ class Apptainer:
             argv += ["--tmpfs", f"{MOUNT}:exec,size={scratch.memory_bytes}",
                      "-e", f"APPTAINER_TMPDIR={MOUNT}"]
         elif scratch is not None:
-            argv += ["-v", f"{scratch.path}:{scratch.path}", "-e", f"APPTAINER_TMPDIR={scratch.path}"]
+            argv += ["-v", f"{scratch.path}:{scratch.path}",
+                     "-e", f"APPTAINER_TMPDIR={scratch.path}"]
         if unprivileged:
             # /dev/fuse is 0600 on this kind of host; open it up inside this container only.
             argv += [*UNPRIVILEGED, "-e", "HOME=/home/factory", self.image, "sh", "-c",
@@ -99,11 +116,26 @@ class Apptainer:
         run_logged(self.argv(args, binds, **options), log)
 
     def output(self, args: list, binds: list, **options) -> str:
-        done = subprocess.run(self.argv(args, binds, **options), capture_output=True, text=True,
-                              check=False)
+        done = run_captured(self.argv(args, binds, **options))
         if done.returncode:
             raise subprocess.CalledProcessError(done.returncode, args, done.stdout, done.stderr)
         return done.stdout
+
+
+def run_containers(docker: str, run_id: str) -> list[str]:
+    """The ids of the containers (running or not) labelled with ``run_id``."""
+    done = subprocess.run([docker, "ps", "-aq", "--no-trunc", "--filter",
+                           f"label={RUN_LABEL}={run_id}"], capture_output=True, text=True,
+                          check=False, timeout=60)
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+def remove_containers(docker: str, run_id: str) -> list[str]:
+    """``docker rm -f`` every container of the run ``run_id``; returns their ids."""
+    ids = run_containers(docker, run_id)
+    if ids:
+        subprocess.run([docker, "rm", "-f", *ids], capture_output=True, check=False, timeout=120)
+    return ids
 
 
 def docker_socket_path() -> str:

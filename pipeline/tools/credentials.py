@@ -1,28 +1,37 @@
 """Credentials, from environment variables only, and the masking of their values.
 
-| variable | used for |
-|---|---|
-| ``PIPELINE_REGISTRY_USERNAME`` | login to the target registry (Docker Hub: the account) |
-| ``PIPELINE_REGISTRY_PASSWORD`` | its password or access token (secret) |
-| ``PIPELINE_LIBRARY_URL`` | the Sylabs library endpoint, used as given (e.g. ``https://library.sylabs.io``; ``http://`` for a local one); overrides the target's ``library.endpoint`` |
-| ``PIPELINE_LIBRARY_TOKEN`` | the library's access token (secret) |
-| ``PIPELINE_SIGNING_KEY`` | a PGP private key file (ASCII-armoured); SIFs are signed with ``apptainer sign``; PEM keys are refused (the library rejects their signatures) |
-| ``PIPELINE_SIGNING_PASSPHRASE`` | its passphrase (secret) |
+* ``PIPELINE_REGISTRY_USERNAME``: login to the target registry (Docker Hub: the account);
+* ``PIPELINE_REGISTRY_PASSWORD``: its password or access token (secret);
+* ``PIPELINE_LIBRARY_URL``: the Sylabs library endpoint, used as given (e.g.
+  ``https://library.sylabs.io``; ``http://`` for a local one); overrides the target's
+  ``library.endpoint``;
+* ``PIPELINE_LIBRARY_TOKEN``: the library's access token (secret);
+* ``PIPELINE_SIGNING_KEY``: a PGP private key file (ASCII-armoured); SIFs are signed with
+  ``apptainer sign``; PEM keys are refused (the library rejects their signatures);
+* ``PIPELINE_SIGNING_PASSPHRASE``: its passphrase (secret).
 
-Every value of a secret variable is replaced by ``***`` in whatever ``mask`` is given: the
-job logs, the summary, the console and error messages all go through it.
+Every value of a secret variable is replaced by ``***`` by a :class:`Masker`, made once per
+command from the environment (``Masker.from_env()``) and handed to everything that writes:
+the job and publish logs, ``summary.json``, the JUnit file, the console and the error log.
+Besides the values as they are, their URL-encoded and JSON-escaped forms and the Basic
+``Authorization`` header made from the registry credentials are masked.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 from pipeline.tools.registry.client import Credentials
 
 SECRET_VARIABLES = ("PIPELINE_REGISTRY_PASSWORD", "PIPELINE_LIBRARY_TOKEN",
-                    "PIPELINE_SIGNING_PASSPHRASE")
+                    "PIPELINE_SIGNING_PASSPHRASE", "PIPELINE_STAGING_PASSWORD",
+                    "PIPELINE_STAGING_KEY")
 
 
 @dataclass(frozen=True, repr=False)
@@ -62,15 +71,73 @@ class Secrets:
                             self.signing_passphrase) if v]
 
     def mask(self, text: str) -> str:
-        return mask(text, self.values())
+        return self.masker()(text)
+
+    def masker(self) -> Masker:
+        """A Masker for these secrets: their values, encoded forms and the Basic auth."""
+        extra = []
+        if self.registry.username and self.registry.password:
+            pair = f"{self.registry.username}:{self.registry.password}".encode()
+            extra.append(base64.b64encode(pair).decode())
+        return Masker([*self.values(), *extra])
 
     def __repr__(self) -> str:
         return "Secrets(***)"
 
 
+class Masker:
+    """``masker(text)``: ``text`` with every secret replaced by ``***``.
+
+    Each secret is also masked URL-encoded and JSON-escaped, so that a token in a query
+    string or in a JSON body does not get through either.  ``masker.data(obj)`` masks every
+    string in a JSON-like structure (keys too).
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        self._forms: list[str] = []
+        self.add(*secrets)
+
+    def add(self, *secrets: str | None) -> Masker:
+        """Mask these values too (e.g. a login read from the lab's files); returns self."""
+        forms = set(self._forms)
+        for value in secrets:
+            if not value:
+                continue
+            forms.update({value, quote(value, safe=""), quote_plus(value),
+                          json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]})
+        # Longest first, so a secret that contains another is masked whole.
+        self._forms = sorted(forms, key=len, reverse=True)
+        return self
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> Masker:
+        """The secrets of ``Secrets.from_env`` and every variable of SECRET_VARIABLES."""
+        env = os.environ if env is None else env
+        return Secrets.from_env(env).masker().add(*(env.get(n) for n in SECRET_VARIABLES))
+
+    def __bool__(self) -> bool:  # a Masker is always given, even when it has nothing to mask
+        return True
+
+    def __call__(self, text) -> str:
+        text = text if isinstance(text, str) else str(text)
+        for form in self._forms:
+            text = text.replace(form, "***")
+        return text
+
+    def data(self, obj):
+        """``obj`` (dicts, lists, strings, numbers) with every string masked."""
+        if isinstance(obj, str):
+            return self(obj)
+        if isinstance(obj, dict):
+            return {self(k) if isinstance(k, str) else k: self.data(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.data(v) for v in obj]
+        return obj
+
+    def __repr__(self) -> str:
+        return f"Masker({len(self._forms)} forms)"
+
+
 def mask(text: str, secrets: list) -> str:
-    """``text`` with every secret value replaced by ``***``."""
-    # Longest first, so a secret that contains another is masked whole.
-    for value in sorted({v for v in secrets if v}, key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
+    """``text`` with every secret value (and its encoded forms) replaced by ``***``."""
+    return Masker(secrets)(text)

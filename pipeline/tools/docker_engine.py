@@ -15,14 +15,24 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import docker
 from docker.errors import DockerException
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from pipeline.settings import Settings
 from pipeline.tools.processes import Log, run_logged
+
+NEEDS_BUILDX = 23  # from this client version on, BuildKit builds need the buildx plugin
+SHORT = 159  # characters of an error message shown
 
 
 class DockerUnavailable(RuntimeError):
@@ -34,13 +44,16 @@ class BuildClient:
     kind: str  # "buildx" or "buildkit"
     path: str
     version: str
+    # A DOCKER_CONFIG folder holding the staging login (``docker_login``), or None.
+    config: str | None = None
 
     def build_argv(self) -> list[str]:
         return [self.path, "buildx", "build", "--load"] if self.kind == "buildx" else [
             self.path, "build"]
 
     def env(self) -> dict:
-        return {"DOCKER_BUILDKIT": "1"}
+        """The environment every docker command of the run gets."""
+        return {"DOCKER_BUILDKIT": "1", **({"DOCKER_CONFIG": self.config} if self.config else {})}
 
 
 def _client_version(path: str) -> str | None:
@@ -72,7 +85,7 @@ def find_build_client(settings: Settings) -> BuildClient:
         seen.append(f"{path} {version}")
         if settings.builder in ("auto", "buildx") and _has_buildx(path):
             return BuildClient("buildx", path, version)
-        if settings.builder in ("auto", "buildkit") and int(version.split(".")[0]) < 23:
+        if settings.builder in ("auto", "buildkit") and int(version.split(".")[0]) < NEEDS_BUILDX:
             return BuildClient("buildkit", path, version)
     wanted = {"auto": "buildx or a client older than 23", "buildx": "the buildx plugin",
               "buildkit": "a docker client older than 23"}[settings.builder]
@@ -102,7 +115,7 @@ def daemon_version() -> str | None:
 
 def _short(err: Exception) -> str:
     text = str(err)
-    return text if len(text) < 160 else text[:157] + "..."
+    return text if len(text) <= SHORT else text[:SHORT - 3] + "..."
 
 
 # -- CLI actions used by the stages (the build client's CLI, so one daemon view) -------------
@@ -110,21 +123,43 @@ def _retried(err: BaseException) -> bool:
     return isinstance(err, subprocess.CalledProcessError)
 
 
-# Pushes and pulls cross a network: a dropped connection or a 5xx deserves another try.
-_network = retry(retry=retry_if_exception(_retried), stop=stop_after_attempt(3),
-                 wait=wait_exponential(multiplier=2, max=20), reraise=True)
+# Pushes and pulls cross a network: a 503, a 429 or a dropped connection deserves another
+# try, as publishing gives them (pipeline.tools.registry.client).  The daemon already retries
+# each layer a few times; these are retries of the whole push, bounded in attempts and time.
+# The CLI does not show a 429's Retry-After, so the backoff grows to half a minute instead.
+_network = retry(retry=retry_if_exception(_retried),
+                 stop=stop_after_attempt(6) | stop_after_delay(300),
+                 wait=wait_exponential(multiplier=2, max=30), reraise=True)
 
 
 @_network
-def push(docker_cli: str, ref: str, log: Log) -> None:
-    run_logged([docker_cli, "push", ref], log)
+def push(docker_cli: str, ref: str, log: Log, env: dict | None = None) -> None:
+    run_logged([docker_cli, "push", ref], log, env=env)
 
 
 @_network
-def pull(docker_cli: str, ref: str, arch: str, log: Log) -> None:
-    run_logged([docker_cli, "pull", "--platform", f"linux/{arch}", ref], log)
+def pull(docker_cli: str, ref: str, arch: str, log: Log, env: dict | None = None) -> None:
+    run_logged([docker_cli, "pull", "--platform", f"linux/{arch}", ref], log, env=env)
 
 
 def inspect_image(docker_cli: str, ref: str, template: str) -> str:
     return subprocess.run([docker_cli, "image", "inspect", ref, "--format", template],
                           capture_output=True, text=True, check=True).stdout.strip()
+
+
+def docker_login(client: BuildClient, registry: str, username: str, password: str,
+                 folder: Path) -> BuildClient:
+    """``client`` logged in to ``registry`` in a config folder of its own (0700).
+
+    The password goes on the standard input, never on a command line; the folder holds only
+    this login, so a run cannot push with credentials meant for another mode.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    done = subprocess.run([client.path, "--config", str(folder), "login", "--username",
+                           username, "--password-stdin", registry], input=password,
+                          capture_output=True, text=True, check=False, timeout=120)
+    if done.returncode:
+        why = (done.stderr or done.stdout).strip().replace(password, "***").splitlines()[-1:]
+        raise DockerUnavailable(f"docker login to {registry} failed: {' '.join(why)}")
+    return replace(client, config=str(folder))

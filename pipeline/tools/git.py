@@ -3,6 +3,7 @@
 Example::
 
     describe(Path("."))  # Source(url='https://github.com/...', revision='36f5d2e...')
+    commit_time(Path("."), "36f5d2e...")  # '2025-03-14T09:26:53Z'
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# The time of what has no commit time (a dirty tree, an unknown revision): fixed, like
+# SOURCE_DATE_EPOCH=0, so that what is stamped with it does not change between reruns.
+EPOCH = "1970-01-01T00:00:00Z"
 
 
 class GitMissing(RuntimeError):
@@ -46,3 +53,20 @@ def describe(folder: Path) -> Source:
         url, revision, dirty = "", "unknown", False
     url = re.sub(r"//[^/@]+@", "//", url) if url else f"file://{folder.resolve()}"
     return Source(url, revision + ("-dirty" if dirty else ""))
+
+
+def commit_time(folder: Path, revision: str) -> str:
+    """The committer time of ``revision`` as ISO-8601 UTC (``%Y-%m-%dT%H:%M:%SZ``).
+
+    A ``-dirty`` or unknown revision (or no git) gives ``EPOCH``: the commit's time would
+    not date uncommitted content, and now would differ on every rerun."""
+    if not revision or revision == "unknown" or revision.endswith("-dirty") or (
+            revision.startswith("-")):
+        return EPOCH
+    try:
+        out = (git(folder, "show", "-s", "--format=%ct", f"{revision}^{{commit}}") or "").strip()
+    except GitMissing:
+        return EPOCH
+    if not out.isdigit():
+        return EPOCH
+    return datetime.fromtimestamp(int(out), timezone.utc).strftime(TIME_FORMAT)

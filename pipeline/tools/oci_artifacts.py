@@ -14,8 +14,9 @@ import hashlib
 import json
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
-from pipeline.tools.registry.client import Registry
+from pipeline.tools.registry.client import Registry, RegistryError
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -25,6 +26,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 SIF_CONFIG = "application/vnd.sylabs.sif.config.v1+json"
 SIF_LAYER = "application/vnd.sylabs.sif.layer.v1.sif"
 TITLE = "org.opencontainers.image.title"
+CREATED = "org.opencontainers.image.created"
 
 
 def copy_blob(source: Registry, source_repo: str, target: Registry, target_repo: str,
@@ -72,6 +74,13 @@ def platform_of(registry: Registry, repository: str, digest: str) -> dict:
     return platform
 
 
+def image_created(registry: Registry, repository: str, digest: str) -> str | None:
+    """The image's ``org.opencontainers.image.created`` label (None without one)."""
+    body, _, _ = registry.manifest(repository, digest)
+    config = json.loads(registry.blob_bytes(repository, json.loads(body)["config"]["digest"]))
+    return ((config.get("config") or {}).get("Labels") or {}).get(CREATED)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -80,30 +89,49 @@ def sha256_file(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def push_sif(target: Registry, repository: str, tags: list[str], sif: Path,
-             annotations: dict) -> tuple[str, str]:
-    """Push a SIF as an ORAS artifact under each tag; returns (manifest digest, SIF digest).
+class SifPushed(NamedTuple):
+    manifest: str  # the manifest's digest under the tag
+    sif: str  # the SIF layer's digest
+    kept: bool  # the tag already held a SIF manifest, which was kept as it was
 
-    ``apptainer pull oras://REGISTRY/REPOSITORY:TAG`` then fetches it.  The SIF blob is
-    uploaded once and only when the registry lacks it (a rerun after a failure resumes).
-    """
-    layer = sha256_file(sif)
-    if not target.has_blob(repository, layer):
-        target.upload_blob(repository, layer, sif)
-    config = target.upload_bytes(repository, b"{}")
+
+def sif_manifest(config: str, layer: str, size: int, name: str, annotations: dict) -> bytes:
+    """The ORAS manifest of one SIF: the same inputs give the same bytes (and digest)."""
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": SIF_CONFIG, "digest": config, "size": 2},
-        "layers": [{"mediaType": SIF_LAYER, "digest": layer, "size": sif.stat().st_size,
-                    "annotations": {TITLE: sif.name}}],
+        "layers": [{"mediaType": SIF_LAYER, "digest": layer, "size": size,
+                    "annotations": {TITLE: name}}],
         "annotations": dict(sorted(annotations.items())),
     }
-    body = json.dumps(manifest, separators=(",", ":")).encode()
-    digest = ""
-    for tag in tags:
-        digest = target.put_manifest(repository, tag, body, OCI_MANIFEST)
-    return digest, layer
+    return json.dumps(manifest, separators=(",", ":")).encode()
+
+
+def push_sif(target: Registry, repository: str, tag: str, sif: Path,
+             annotations: dict) -> SifPushed:
+    """Push a SIF as an ORAS artifact under the immutable ``tag``.
+
+    ``apptainer pull oras://REGISTRY/REPOSITORY:TAG`` then fetches it.  A tag that already
+    holds a SIF manifest is kept as it is, never overwritten (its digests are returned);
+    one that holds anything else is an error.  The SIF blob is uploaded once and only when
+    the registry lacks it (a rerun after a failure resumes).  The manifest is made of the
+    inputs only, so the same SIF and annotations give the same digest.
+    """
+    existing = target.manifest(repository, tag)
+    if existing is not None:
+        body, media_type, digest = existing
+        layers = json.loads(body).get("layers") or [{}]
+        if media_type != OCI_MANIFEST or layers[0].get("mediaType") != SIF_LAYER:
+            raise RegistryError(f"{target.host}/{repository}:{tag} holds a {media_type}, not "
+                                "a SIF; it is not overwritten")
+        return SifPushed(digest, layers[0]["digest"], kept=True)
+    layer = sha256_file(sif)
+    if not target.has_blob(repository, layer):
+        target.upload_blob(repository, layer, sif)
+    config = target.upload_bytes(repository, b"{}")
+    body = sif_manifest(config, layer, sif.stat().st_size, sif.name, annotations)
+    return SifPushed(target.put_manifest(repository, tag, body, OCI_MANIFEST), layer, kept=False)
 
 
 def make_index(entries: list[dict], annotations: dict) -> bytes:

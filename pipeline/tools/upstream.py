@@ -8,11 +8,20 @@
 Both go into the build_id of every job built on that OS, at plan time (``--mode nightly``
 asks whether that build_id is published) and at build time alike.
 
+* An image's ``upstream:`` files (matrix.yaml): the sha256 of each URL's content, e.g. a
+  dnf repository's ``repodata/repomd.xml`` or NVIDIA's CUDA repository's, which change
+  when the packages a recipe installs from there change (``file_identity``).
+
+Every URL is read once per run, with the same retries and timeout, and an unreachable one
+is reported the same plain way (``UpstreamUnknown``).
+
 Example::
 
     Upstream(settings).identity({"os": "debian12", "os_source": "bootstrap",
                                  "os_suite": "bookworm", "os_mirror": "http://deb.debian.org/debian"})
     # 'inrelease:sha256:...'
+    Upstream(settings).file_identity("https://example.org/repo/repodata/repomd.xml")
+    # 'https://example.org/repo/repodata/repomd.xml sha256:...'
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -35,50 +45,64 @@ class UpstreamUnknown(RuntimeError):
 
 @dataclass
 class Upstream:
-    """Asks each upstream once per run (thread-safe); answers and failures are cached."""
+    """Asks each upstream once per run (thread-safe); answers and failures are cached.
+
+    ``patience``: how long, in seconds, a URL is retried (connection failures, 5xx) before
+    it counts as unreachable."""
 
     settings: Settings
+    patience: float = 60.0
     _known: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def identity(self, variables: dict) -> str:
+        """What the cell's OS is upstream now (see the module's text)."""
         if variables.get("os_source") == "bootstrap":
-            key = (variables["os_mirror"], variables["os_suite"])
-            ask = self._inrelease
-        else:
-            key = (mirrored(variables["os_image"], self.settings.mirrors),)
-            ask = self._image
+            url = f"{variables['os_mirror'].rstrip('/')}/dists/{variables['os_suite']}/InRelease"
+            return "inrelease:" + self._once(url, lambda: self._sha256(
+                url, "check the suite and mirror in matrix.yaml"))
+        reference = mirrored(variables["os_image"], self.settings.mirrors)
+        return self._once(("image", reference), lambda: self._image(reference))
+
+    def file_identity(self, url: str) -> str:
+        """``URL sha256:HEX`` of an ``upstream:`` file's content now."""
+        if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+            raise UpstreamUnknown(f"upstream URL '{url}' is not an http:// or https:// URL; "
+                                  "check the image's upstream in matrix.yaml")
+        return f"{url} " + self._once(url, lambda: self._sha256(
+            url, "check the image's upstream URLs in matrix.yaml"))
+
+    def _once(self, key: str | tuple, ask) -> str:
+        """``ask()``'s answer for ``key``, asked once per run; a failure is kept too."""
         with self._lock:
             if key not in self._known:
                 try:
-                    self._known[key] = ask(*key)
+                    self._known[key] = ask()
                 except UpstreamUnknown as err:
                     # Asked once per run: an unreachable upstream must not cost its retries
-                    # again for every job built on that OS.
+                    # again for every job that depends on it.
                     self._known[key] = err
             found = self._known[key]
         if isinstance(found, UpstreamUnknown):
             raise UpstreamUnknown(str(found))
         return found
 
-    @staticmethod
-    def _inrelease(mirror: str, suite: str) -> str:
-        url = f"{mirror.rstrip('/')}/dists/{suite}/InRelease"
+    def _sha256(self, url: str, fix: str) -> str:
+        """``sha256:HEX`` of what ``url`` serves; UpstreamUnknown when it cannot be read."""
         try:
             for attempt in Retrying(retry=retry_if_exception_type(requests.RequestException),
                                     wait=wait_exponential(multiplier=0.5, max=8),
-                                    stop=stop_after_delay(60), reraise=True):
+                                    stop=stop_after_delay(self.patience), reraise=True):
                 with attempt:
                     response = requests.get(url, timeout=30)
-                    if response.status_code >= 500:
+                    if response.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR:
                         response.raise_for_status()
         except requests.RequestException as err:
             raise UpstreamUnknown(f"cannot read {url} ({type(err).__name__}); is the mirror "
                                   "reachable from here?") from None
-        if response.status_code != 200:
-            raise UpstreamUnknown(f"{url} answered HTTP {response.status_code}; check the "
-                                  "suite and mirror in matrix.yaml")
-        return "inrelease:sha256:" + hashlib.sha256(response.content).hexdigest()
+        if response.status_code != HTTPStatus.OK:
+            raise UpstreamUnknown(f"{url} answered HTTP {response.status_code}; {fix}")
+        return "sha256:" + hashlib.sha256(response.content).hexdigest()
 
     def _image(self, reference: str) -> str:
         host, name, tag = split_reference(reference)

@@ -11,12 +11,14 @@ import pytest
 from pipeline.cli import main
 from tests.catalogues import BASIC, line_of, write
 
+BAD_INPUT = 2  # the exit code
+
 
 def run_plan(tmp_path, text, capsys, files=None):
     matrix = write(tmp_path, text, files)
     code = main(["plan", "--matrix", str(matrix), "--format", "json"])
     captured = capsys.readouterr()
-    assert code == 2
+    assert code == BAD_INPUT
     assert captured.out == ""  # nothing planned
     assert "Traceback" not in captured.err
     assert "nothing was planned, built or pushed" in captured.err
@@ -32,7 +34,8 @@ def test_yaml_syntax_error(tmp_path, capsys):
 def test_key_given_twice(tmp_path, capsys):
     text = BASIC.replace("    kind: base\n", "    kind: base\n    kind: gpu\n")
     (err,) = run_plan(tmp_path, text, capsys)
-    assert err == f"matrix.yaml:{line_of(text, 'kind: gpu')}: key 'kind' is given twice here; keep one"
+    assert err == (f"matrix.yaml:{line_of(text, 'kind: gpu')}: key 'kind' is given twice here; "
+                   "keep one")
 
 
 @pytest.mark.parametrize("old,new,needle,expected", [
@@ -41,11 +44,11 @@ def test_key_given_twice(tmp_path, capsys):
       "images, repositories, targets")),
     ("    recipe: images/app\n", "    recipe: images/app\n    recipes: x\n", "recipes:",
      ("unknown key 'recipes' in images[1]; allowed keys: axes, base, description, exclude, "
-      "include, inputs, kind, name, recipe, repository, tag")),
+      "include, inputs, kind, name, recipe, repository, tag, upstream")),
     ('reason: deb12 offers gcc 8, 11 and 12', 'reason: deb12\n    because: x', "because:",
      "unknown key 'because' in constraints[0]; allowed keys: if, reason, then"),
 ])
-def test_unknown_keys_anywhere(tmp_path, capsys, old, new, needle, expected):
+def test_unknown_keys_anywhere(tmp_path, capsys, old, new, needle, expected):  # noqa: PLR0913, PLR0917
     text = BASIC.replace(old, new, 1)
     assert run_plan(tmp_path, text, capsys) == [f"matrix.yaml:{line_of(text, needle)}: {expected}"]
 
@@ -60,7 +63,7 @@ def test_unknown_keys_anywhere(tmp_path, capsys, old, new, needle, expected):
     ("    base: base\n", "    base: true\n", "base: true",
      "images[1].base: name the base image, or give {image: NAME, match: [axes...]}"),
 ])
-def test_wrong_types(tmp_path, capsys, old, new, needle, expected):
+def test_wrong_types(tmp_path, capsys, old, new, needle, expected):  # noqa: PLR0913, PLR0917
     text = BASIC.replace(old, new, 1)
     if expected is None:
         matrix = write(tmp_path, text)
@@ -81,8 +84,8 @@ def test_unknown_axis_values_in_include_exclude_and_constraints(tmp_path, capsys
         "axis os; use one of deb12, deb13 or add it under axes.os.values"),
         (f"matrix.yaml:{line_of(text, 'compiler:')}: constraints[1].then: there is no axis "
         "'compiler' (axes: os, gcc, cuda, mpi, arch)"),
-        (f"matrix.yaml:{line_of(text, 'ompi-9.9')}: image app include: 'ompi-9.9' is not a value of "
-        "axis mpi; use one of none, ompi-4.0, ompi-4.1 or add it under axes.mpi.values"),
+        (f"matrix.yaml:{line_of(text, 'ompi-9.9')}: image app include: 'ompi-9.9' is not a "
+        "value of axis mpi; use one of none, ompi-4.0, ompi-4.1 or add it under axes.mpi.values"),
         (f"matrix.yaml:{line_of(text, 'exclude:')}: image app exclude: '7' is not a value of axis "
         "gcc; use one of 8, 11, 12, 14 or add it under axes.gcc.values"),
     ]
@@ -197,13 +200,14 @@ def test_every_problem_is_listed_at_once(tmp_path, capsys):
             .replace("    base: base\n", "    base: nobase\n")
             .replace('tag: "app-{version}"', 'tag: "{arch}"'))
     errors = run_plan(tmp_path, text, capsys)
-    assert len(errors) == 3
-    assert {int(e.split(":")[1]) for e in errors} == {
-        line_of(text, "images/nope"), line_of(text, "base: nobase"), line_of(text, 'tag: "{arch}"')}
+    lines = {line_of(text, "images/nope"), line_of(text, "base: nobase"),
+             line_of(text, 'tag: "{arch}"')}
+    assert len(errors) == len(lines)
+    assert {int(e.split(":")[1]) for e in errors} == lines
 
 
 def test_missing_matrix_file(tmp_path, capsys):
-    assert main(["plan", "--matrix", str(tmp_path / "matrix.yaml")]) == 2
+    assert main(["plan", "--matrix", str(tmp_path / "matrix.yaml")]) == BAD_INPUT
     assert "file not found; pass --matrix" in capsys.readouterr().err
 
 
@@ -212,9 +216,10 @@ def test_the_command_line_exits_2_without_traceback(tmp_path):
     matrix = write(tmp_path, BASIC.replace("kind: app", "kind: ap"))
     done = subprocess.run([sys.executable, "-m", "pipeline", "plan", "--matrix", str(matrix)],
                           capture_output=True, text=True, check=False)
-    assert done.returncode == 2
+    assert done.returncode == BAD_INPUT
     assert done.stdout == ""
-    assert f"{matrix}:{line_of(BASIC, 'kind: app')}: images[1].kind: 'ap' is not one of" in done.stderr
+    where = f"{matrix}:{line_of(BASIC, 'kind: app')}"
+    assert f"{where}: images[1].kind: 'ap' is not one of" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -230,8 +235,9 @@ def test_an_unusable_signing_key_stops_the_run_before_anything_is_built(tmp_path
         key.write_bytes(content)
     done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--mode", "main", "--matrix",
                            str(matrix), "--out", str(tmp_path / "out")], capture_output=True,
-                          text=True, check=False, env={**os.environ, "PIPELINE_SIGNING_KEY": str(key)})
-    assert done.returncode == 2
+                          text=True, check=False,
+                          env={**os.environ, "PIPELINE_SIGNING_KEY": str(key)})
+    assert done.returncode == BAD_INPUT
     assert f"PIPELINE_SIGNING_KEY: '{key}' {expected}" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()  # nothing ran

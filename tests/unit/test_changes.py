@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from pipeline.cli import main
+from pipeline.planning.planner import plan_with_catalogue
 from tests.catalogues import BASIC, commit, init_repo, plan, write
 
 APP_IDS = {"t/app:app-2022@amd64", "t/app:app-2022@arm64"}
+BAD_INPUT = 2  # the exit code
 
 
 @pytest.fixture()
@@ -68,7 +70,8 @@ def test_matrix_change_rebuilds_only_cells_whose_definition_changed(repo):
 
 
 def test_change_of_base_resolution_is_explained(repo):
-    repo.write_text(BASIC.replace("include: [{mpi: ompi-4.1,", 'include: [{gcc: "8", mpi: ompi-4.1,'))
+    repo.write_text(BASIC.replace("include: [{mpi: ompi-4.1,",
+                                  'include: [{gcc: "8", mpi: ompi-4.1,'))
     jobs = plan(repo, "pr", "HEAD")
     assert built(jobs) == APP_IDS
     reason = jobs["t/app:app-2022@amd64"].reason
@@ -104,18 +107,29 @@ def test_modes(repo):
 
 
 def test_unknown_revision_is_bad_input(repo, capsys):
-    assert main(["plan", "--matrix", str(repo), "--changed-from", "no-such-branch"]) == 2
+    assert main(["plan", "--matrix", str(repo), "--changed-from", "no-such-branch"]) == BAD_INPUT
     err = capsys.readouterr().err
     assert "--changed-from no-such-branch: not a commit" in err
     assert "Traceback" not in err
 
 
 def test_nightly_refuses_changed_from(repo, capsys):
-    assert main(["plan", "--matrix", str(repo), "--mode", "nightly", "--changed-from", "HEAD"]) == 2
+    assert main(["plan", "--matrix", str(repo), "--mode", "nightly", "--changed-from",
+                 "HEAD"]) == BAD_INPUT
     assert "nightly considers every cell" in capsys.readouterr().err
 
 
 def test_changed_from_outside_git_is_bad_input(tmp_path, capsys):
     matrix = write(tmp_path / "not-a-repo")
-    assert main(["plan", "--matrix", str(matrix), "--changed-from", "HEAD"]) == 2
+    assert main(["plan", "--matrix", str(matrix), "--changed-from", "HEAD"]) == BAD_INPUT
     assert "not inside a git repository" in capsys.readouterr().err
+
+
+def test_unchanged_jobs_are_remembered_even_when_kept_for_a_selection(repo):
+    """The planner re-checks these against the target outside pr mode
+    (tests/unit/test_published_rerun.py); the reason alone could not tell them apart."""
+    (repo.parent / "images/app/Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
+    planned = plan_with_catalogue(repo, "main", "HEAD", ["t/app:*@amd64"])
+    assert planned.unchanged == {j.id for j in planned.declared if j.action == "skip"}
+    assert "t/base:ompi-4.1@amd64" in planned.unchanged
+    assert not APP_IDS & planned.unchanged

@@ -5,9 +5,11 @@ upload blobs.  Registry-to-registry copies go through it, so every byte that is 
 is checked against its digest on the way (the registry checks uploads; downloads are
 checked here).
 
-* Auth: anonymous first; on 401 with a ``Basic`` challenge the credentials are sent, on a
-  ``Bearer`` challenge a token is fetched from the realm (with the credentials when there
-  are any), as Docker Hub wants.
+* Auth (``auth.py``): anonymous first; on 401 with a ``Basic`` challenge the credentials
+  are sent; on a ``Bearer`` challenge a token is fetched from the realm for the scopes the
+  challenge names and the request needs (pull, pull+push, plus pull on a mount's source),
+  kept per scope set and renewed before it expires or when refused as ``invalid_token``,
+  as the token spec and Docker Hub want.
 * Retries (tenacity): 429 (waiting what ``Retry-After`` says), 5xx and dropped connections,
   with exponential backoff, bounded in attempts and in total time.  401/403 are not retried:
   the error names the credential variables and the repository.
@@ -21,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import re
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ from tenacity import (
     wait_exponential,
 )
 
+from pipeline.tools.registry.auth import (
+    TokenAuth,
+    TokenServiceError,
+    TokenServiceUnavailable,
+    needed_scopes,
+)
 from pipeline.tools.registry.references import base_url, is_local
 
 CHUNK = 1 << 20
@@ -120,9 +127,9 @@ class Registry:
         self.credentials = credentials or Credentials()
         self.policy = policy or RetryPolicy()
         self.log = log or (lambda line: None)
-        self._tokens: dict[str, str] = {}
+        # Tokens per scope set, shared by the threads; a session per thread.
+        self.auth = TokenAuth(self.credentials.username, self.credentials.password)
         self._local = threading.local()
-        self._lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------
     @property
@@ -162,10 +169,15 @@ class Registry:
         """One request, authenticated; transient failures raise Transient."""
         url = urljoin(self.base + "/", url)
         headers = dict(headers or {})
-        for _ in range(2):  # the second time with the credentials a challenge asked for
-            auth = self._auth_header(repository)
+        needed = needed_scopes(method, repository, (params or {}).get("from"))
+        # A first try, then one per challenge the auth can answer: a pull-only token meets
+        # "insufficient_scope", an old one "invalid_token"; TokenAuth stops a loop.
+        for _ in range(4):
+            auth = self.auth.header(needed)
             if auth:
                 headers["Authorization"] = auth
+            else:
+                headers.pop("Authorization", None)
             if hasattr(data, "seek"):
                 data.seek(0)
             try:
@@ -176,9 +188,15 @@ class Registry:
                     requests.exceptions.ChunkedEncodingError) as err:
                 raise Transient(f"{method} {repository}: connection failed "
                                 f"({type(err).__name__})") from None
-            if response.status_code == 401 and self._answer_challenge(response, repository):
-                continue
-            break
+            if response.status_code != 401:
+                break
+            try:
+                if not self.auth.answer(response.headers.get("WWW-Authenticate", ""), needed):
+                    break
+            except TokenServiceUnavailable as err:
+                raise Transient(str(err), err.retry_after) from None
+            except TokenServiceError as err:
+                raise RegistryError(f"registry {self.host}: {err}") from None
         if response.status_code == 429:
             raise Transient(f"{method} {repository}: 429 too many requests",
                             _retry_after(response))
@@ -201,50 +219,6 @@ class Registry:
             what = (f"the account in {creds.username_var} may not push to it; check its "
                     "permissions")
         return f"registry {self.host} refused access to {repository} (HTTP {status}): {what}"
-
-    def _auth_header(self, repository: str) -> str | None:
-        with self._lock:
-            return self._tokens.get(repository) or self._tokens.get("*")
-
-    def _answer_challenge(self, response: requests.Response, repository: str) -> bool:
-        """Learn how to authenticate from a 401; False when there is nothing more to try."""
-        challenge = response.headers.get("WWW-Authenticate", "")
-        scheme, _, rest = challenge.partition(" ")
-        known = self._auth_header(repository)
-        if scheme.lower() == "basic":
-            if not self.credentials.given or known:
-                return False
-            value = requests.auth._basic_auth_str(self.credentials.username,
-                                                  self.credentials.password)
-            with self._lock:
-                self._tokens["*"] = value
-            return True
-        if scheme.lower() == "bearer":
-            if known and known.startswith("Bearer ") and "error=" in rest:
-                return False
-            fields = dict(re.findall(r'(\w+)="([^"]*)"', rest))
-            if "realm" not in fields:
-                return False
-            params = {"service": fields.get("service", "")}
-            params["scope"] = fields.get("scope") or f"repository:{repository}:pull,push"
-            auth = ((self.credentials.username, self.credentials.password)
-                    if self.credentials.given else None)
-            try:
-                answer = self._session.get(fields["realm"], params=params, auth=auth, timeout=30)
-            except requests.RequestException as err:
-                raise Transient(f"token service {fields['realm']}: {type(err).__name__}"
-                                ) from None
-            if answer.status_code >= 500 or answer.status_code == 429:
-                raise Transient(f"token service: HTTP {answer.status_code}")
-            if answer.status_code != 200:
-                return False
-            token = answer.json().get("token") or answer.json().get("access_token")
-            if not token or known == f"Bearer {token}":
-                return False
-            with self._lock:
-                self._tokens[repository] = f"Bearer {token}"
-            return True
-        return False
 
     def _expect(self, response: requests.Response, ok: tuple, what: str) -> requests.Response:
         if response.status_code not in ok:
@@ -278,6 +252,20 @@ class Registry:
                 return None
             self._expect(response, (200,), f"HEAD manifest {repository}:{reference}")
             return response.headers.get("Docker-Content-Digest")
+        return self.call(attempt)
+
+    def tags(self, repository: str) -> list[str]:
+        """The repository's tags (empty when it does not exist)."""
+        def attempt():
+            response = self._send("GET", f"/v2/{repository}/tags/list", repository)
+            if response.status_code == 404:
+                return []
+            self._expect(response, (200,), f"GET tags of {repository}")
+            try:
+                return list(response.json().get("tags") or [])
+            except ValueError:
+                raise RegistryError(f"registry {self.host}: the tag list of {repository} is "
+                                    "not JSON") from None
         return self.call(attempt)
 
     def put_manifest(self, repository: str, reference: str, body: bytes,

@@ -1,0 +1,204 @@
+"""Staging: where built images wait between stages and runners, and who may trust them.
+
+Two kinds, never mixed:
+
+* **trusted** (``main``, ``nightly``): ``<registry>/factory-staging/<repository>``, OS bases
+  in ``<registry>/factory/os``.  Each image staged by a trusted run gets an *attestation*:
+  a small OCI artifact ``<repository>:<tag>.att`` whose record (digest, build_id, job id)
+  is signed with HMAC-SHA256 under a key only trusted runs have.  Before a trusted run
+  builds FROM a staged image, reuses it ("already built") or publishes it, it checks the
+  attestation and the image's own labels; anything else in staging (planted by someone
+  who got hold of the registry's password, or left by an older factory) is not used.
+* **pr** (``pr``): ``<pr registry>/factory-staging-pr/<repository>``, OS bases in
+  ``factory-pr/os``, with credentials of its own.  A pr run never sees the trusted
+  registry's credentials or the attestation key, and trusted runs never read pr staging.
+
+Where the settings come from, first found wins:
+
+| what | CI / explicit | the lab |
+|---|---|---|
+| registry | ``PIPELINE_STAGING`` (trusted) / ``PIPELINE_PR_STAGING`` (pr) | ``PIPELINE_REGISTRY`` / ``PIPELINE_PR_REGISTRY`` |
+| login | ``PIPELINE_STAGING_USERNAME`` + ``PIPELINE_STAGING_PASSWORD`` | ``.lab/registry[-pr]/credentials.json`` |
+| attestation key | ``PIPELINE_STAGING_KEY`` | ``.lab/registry/attestation.key`` |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.names import BUILD_ID, FACTORY
+from pipeline.tools.registry.client import (
+    LAB_RETRIES,
+    Credentials,
+    Registry,
+    RegistryError,
+    RetryPolicy,
+)
+
+TRUSTED_MODES = ("main", "nightly")
+ATTESTATION_TYPE = "application/vnd.sjtuhpc.factory.staging-attestation.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+EMPTY_LAYER = ("application/vnd.oci.empty.v1+json",
+               "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", b"{}")
+
+
+class StagingUnavailable(RuntimeError):
+    """Staging cannot be used: no login, no key; the message says what to set."""
+
+
+@dataclass(frozen=True, repr=False)
+class Staging:
+    trusted: bool
+    registry: str  # host:port
+    namespace: str  # image repositories go under it
+    os_repository: str
+    credentials: Credentials
+    key: bytes | None  # the attestation key: trusted staging only
+
+    def client(self, policy: RetryPolicy = LAB_RETRIES, log=None) -> Registry:
+        return Registry(self.registry, self.credentials, policy, log=log)
+
+    def repository(self, repository: str) -> str:
+        return f"{self.namespace}/{repository}"
+
+    @staticmethod
+    def tag(build_id: str, arch: str) -> str:
+        """The staging tag of an image: its effective build_id (shortened) and arch."""
+        return f"{build_id[:32]}-{arch}"
+
+    def reference(self, repository: str, tag_or_digest: str) -> str:
+        sep = "@" if tag_or_digest.startswith("sha256:") else ":"
+        return f"{self.registry}/{self.repository(repository)}{sep}{tag_or_digest}"
+
+    def __repr__(self) -> str:  # no password, no key
+        return (f"Staging(trusted={self.trusted}, registry={self.registry!r}, "
+                f"namespace={self.namespace!r})")
+
+    # -- attestations ---------------------------------------------------------------------
+    def _mac(self, record: bytes) -> str:
+        assert self.key is not None
+        return hmac.new(self.key, record, hashlib.sha256).hexdigest()
+
+    def attest(self, registry: Registry, repository: str, tag: str, digest: str,
+               build_id: str, job_id: str) -> None:
+        """Record that this trusted run staged ``digest`` for ``job_id`` at ``build_id``."""
+        if not self.trusted:
+            return
+        record = _record(repository, tag, digest, build_id, job_id)
+        config = registry.upload_bytes(repository, record)
+        empty = registry.upload_bytes(repository, EMPTY_LAYER[2])
+        manifest = {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": ATTESTATION_TYPE, "digest": config, "size": len(record)},
+            "layers": [{"mediaType": EMPTY_LAYER[0], "digest": empty, "size": 2}],
+            "annotations": {f"{FACTORY}.attestation": self._mac(record)},
+        }
+        registry.put_manifest(repository, f"{tag}.att",
+                              json.dumps(manifest, separators=(",", ":")).encode(), OCI_MANIFEST)
+
+    def distrust(self, registry: Registry, repository: str, tag: str, digest: str,
+                 build_id: str, job_id: str) -> str | None:
+        """Why the staged ``digest`` may not be used for ``job_id``, or None when it may.
+
+        Trusted staging: a valid attestation for exactly this digest, build_id and job, and
+        the image's labels agree.  pr staging: the labels agree.
+        """
+        try:
+            labels = image_labels(registry, repository, digest)
+        except (RegistryError, KeyError, ValueError) as err:
+            return f"cannot read the labels of {repository}@{digest}: {err}"
+        if labels.get(BUILD_ID) != build_id or labels.get(f"{FACTORY}.id") != job_id:
+            return (f"its labels say {labels.get(f'{FACTORY}.id')!r} at build_id "
+                    f"{str(labels.get(BUILD_ID))[:12]}, not {job_id} at {build_id[:12]}")
+        if not self.trusted:
+            return None
+        found = registry.manifest(repository, f"{tag}.att")
+        if found is None:
+            return "no attestation: it was not staged by a trusted (main/nightly) run"
+        try:
+            manifest = json.loads(found[0])
+            record = registry.blob_bytes(repository, manifest["config"]["digest"])
+            mac = manifest["annotations"][f"{FACTORY}.attestation"]
+        except (KeyError, ValueError, TypeError, RegistryError):
+            return "its attestation cannot be read"
+        if not hmac.compare_digest(mac, self._mac(record)):
+            return "its attestation is not signed with this factory's staging key"
+        if record != _record(repository, tag, digest, build_id, job_id):
+            return "its attestation is for another image, build_id or job"
+        return None
+
+
+def _record(repository: str, tag: str, digest: str, build_id: str, job_id: str) -> bytes:
+    return json.dumps({"repository": repository, "tag": tag, "digest": digest,
+                       "build_id": build_id, "job": job_id}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
+def image_labels(registry: Registry, repository: str, digest: str) -> dict:
+    """The labels in the image config of ``repository@digest`` (a single-arch manifest)."""
+    found = registry.manifest(repository, digest)
+    if found is None:
+        raise KeyError(f"{repository}@{digest} is not in the registry")
+    config = json.loads(registry.blob_bytes(repository, json.loads(found[0])["config"]["digest"]))
+    return config.get("config", {}).get("Labels") or {}
+
+
+# -- where staging is --------------------------------------------------------------------
+def credentials_file(lab_dir: Path, trusted: bool) -> Path:
+    return lab_dir / ("registry" if trusted else "registry-pr") / "credentials.json"
+
+
+def key_file(lab_dir: Path) -> Path:
+    return lab_dir / "registry" / "attestation.key"
+
+
+def read_credentials(path: Path) -> Credentials:
+    data = json.loads(path.read_text())
+    return Credentials(data["username"], data["password"], "the lab's login", str(path))
+
+
+def ensure_key(lab_dir: Path) -> bytes:
+    """The lab's attestation key, made on first use (0600, beside the trusted login)."""
+    path = key_file(lab_dir)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+        partial.replace(path)
+    return path.read_text().strip().encode()
+
+
+def staging_for(mode: str, lab_dir: Path, lab_registry: str, lab_pr_registry: str,
+                env: dict | None = None) -> Staging:
+    """The staging a run of ``mode`` uses (see the module's table)."""
+    env = os.environ if env is None else env
+    trusted = mode in TRUSTED_MODES
+    registry = env.get("PIPELINE_STAGING" if trusted else "PIPELINE_PR_STAGING") or (
+        lab_registry if trusted else lab_pr_registry)
+    user, password = env.get("PIPELINE_STAGING_USERNAME"), env.get("PIPELINE_STAGING_PASSWORD")
+    if user and password:
+        credentials = Credentials(user, password, "PIPELINE_STAGING_USERNAME",
+                                  "PIPELINE_STAGING_PASSWORD")
+    elif credentials_file(lab_dir, trusted).exists():
+        credentials = read_credentials(credentials_file(lab_dir, trusted))
+    else:
+        credentials = Credentials()  # an open registry; fine for a private one
+    key = None
+    if trusted:
+        given = env.get("PIPELINE_STAGING_KEY")
+        key = given.encode() if given else (
+            ensure_key(lab_dir) if credentials_file(lab_dir, True).exists() else None)
+        if key is None:
+            raise StagingUnavailable(
+                "trusted staging needs an attestation key: set PIPELINE_STAGING_KEY (CI) or "
+                "run `python -m pipeline lab up`")
+    return Staging(trusted, registry, "factory-staging" if trusted else "factory-staging-pr",
+                   "factory/os" if trusted else "factory-pr/os", credentials, key)
