@@ -17,10 +17,8 @@ from __future__ import annotations
 import re
 import string
 
-# OCI distribution spec: tag and repository name grammars.
+# OCI distribution spec: the tag grammar (repository names are checked by the schema).
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*\Z")
 MAX_TAG = 128
 
 SPECIAL_FIELDS = {

@@ -26,6 +26,7 @@ from pipeline.planning.selection import parse_globs, select
 from pipeline.settings import Settings
 from pipeline.tools.credentials import Secrets
 from pipeline.tools.registry.client import Registry, RetryPolicy
+from pipeline.tools.registry.staging import target_credentials
 from pipeline.tools.upstream import Upstream
 
 
@@ -91,7 +92,9 @@ def planned_for(args: argparse.Namespace, settings: Settings) -> tuple[Planned, 
     jobs = planned.jobs
     if args.mode in ("main", "nightly"):
         secrets = Secrets.from_env()
-        registry = Registry(target.registry, secrets.registry,
+        credentials = target_credentials(secrets.registry, target.registry, settings.lab_dir,
+                                         settings.registry)
+        registry = Registry(target.registry, credentials,
                             RetryPolicy(attempts=4, total_seconds=60))
         jobs = _mark(planned, registry, ids, unknown, target.name)
     return replace(planned, jobs=jobs, published_ids=ids), target

@@ -32,6 +32,7 @@ from pipeline.stages.publish import (
 )
 from pipeline.tools.git import commit_time
 from pipeline.tools.registry.client import Registry
+from pipeline.tools.registry.staging import target_credentials
 
 
 @dataclass
@@ -78,12 +79,14 @@ class Publisher:
         staging = getattr(context, "staging", None)  # the run's, with its login
         source = (staging.client(log=lambda line: None) if staging is not None
                   else Registry(settings.registry, log=lambda line: None))
+        credentials = target_credentials(run.secrets.registry, target.registry,
+                                         settings.lab_dir, settings.registry)
         return PublishContext(
-            target.name, source, Registry(target.registry, run.secrets.registry),
+            target.name, source, Registry(target.registry, credentials),
             run.secrets, target.library_endpoint, target.library_collection,
             context.apptainer, context.scratch, context.source.revision,
             # The commit's time, not now: a rerun stamps the same manifests.
-            commit_time(context.catalogue_dir, context.source.revision))
+            commit_time(context.catalogue_dir, context.source.revision), trust=staging)
 
     def _state(self, job, outcome) -> ArchState:
         known = self.run.published_ids.get(job.id)

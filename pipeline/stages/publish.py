@@ -43,6 +43,7 @@ from pipeline.tools.oci_artifacts import (
 )
 from pipeline.tools.processes import Log
 from pipeline.tools.registry.client import Registry, RegistryError
+from pipeline.tools.registry.staging import Staging
 
 SIF_SUFFIX = "-sif"
 
@@ -67,6 +68,9 @@ class PublishContext:
     scratch: Path
     revision: str
     created: str  # the revision's commit time (git.commit_time), EPOCH when it has none
+    # The run's staging: with it, every staged image is checked (attestation, labels)
+    # before anything of the tag is pushed.
+    trust: Staging | None = None
 
 
 @dataclass
@@ -120,6 +124,7 @@ def _publish(repository: str, tag: str, arches: list[ArchState], ctx: PublishCon
         return {"index": f"{reg.host}/{repository}:{tag}@{next(iter(current.values()))['index']}",
                 "tags": [tag], "result": "already published"}
 
+    _check_staged(fresh, ctx, repository, tag)
     entries = {a: current[a] for a in current if a in {s.arch for s in arches}}
     sif_manifests = {}
     for state in fresh:
@@ -183,6 +188,24 @@ def sif_annotations(state: ArchState, revision: str, created: str) -> dict:
     """The SIF manifest's annotations: facts of the build only, no wall-clock time."""
     return {BUILD_ID: state.build_id, f"{FACTORY}.id": state.job_id,
             f"{OCI}.created": created, f"{OCI}.revision": revision}
+
+
+def _check_staged(fresh: list[ArchState], ctx: PublishContext, repository: str,
+                  tag: str) -> None:
+    """PublishFailed, before anything is pushed, when a staged image is not what a trusted
+    run of this plan made (see ``pipeline.tools.registry.staging``)."""
+    trust = ctx.trust
+    if trust is None:
+        return
+    if not trust.trusted:
+        raise PublishFailed(f"{repository}:{tag}: pr staging is never published")
+    for state in fresh:
+        distrust = trust.distrust(ctx.staging, state.staging_repository,
+                                  trust.tag(state.build_id, state.arch), state.digest,
+                                  state.build_id, state.job_id)
+        if distrust:
+            raise PublishFailed(f"{repository}:{tag} not published: the staged {state.arch} "
+                                f"image {state.digest} is not trusted: {distrust}")
 
 
 def _library(repository: str, tag: str, state: ArchState, ctx: PublishContext, log: Log) -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path
 from pipeline.planning.jobs import Job
 from pipeline.stages.context import StageContext
 from pipeline.stages.mpi_compat import HostMpi, HostMpiMissing, compatible, detect_host_mpi
-from pipeline.tools.processes import Log
+from pipeline.tools.processes import Log, run_captured
 
 MPI_RANKS = 4
 TAIL = 12
@@ -77,10 +77,14 @@ def run_tests(job: Job, sif: Path, ctx: StageContext, log: Log) -> list[TestResu
     return results
 
 
-def _exec(ctx: StageContext, args: list, binds: list, log: Log) -> tuple[int, str]:
-    argv = ctx.apptainer.argv(args, binds, unprivileged=True)
+def _exec(ctx: StageContext, args: list, sif: Path, log: Log, work: Path | None = None
+          ) -> tuple[int, str]:
+    """``apptainer ARGS`` as an unprivileged user; the SIFs' folder is bound read-only, so a
+    recipe's test code cannot change a SIF that is published later."""
+    argv = ctx.apptainer.argv(args, [work] if work else [], unprivileged=True,
+                              read_only=(sif.parent,))
     log("$ " + " ".join(map(str, argv)))
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    done = run_captured(argv)
     output = done.stdout + done.stderr
     for line in output.splitlines():
         log(line)
@@ -95,7 +99,7 @@ def _tail(output: str) -> str:
 def _percent_test(job: Job, sif: Path, ctx: StageContext, log: Log) -> TestResult:
     if not (ctx.catalogue_dir / job.recipe / "test.sh").exists():
         return TestResult("%test", "skipped", f"the recipe {job.recipe} has no test.sh")
-    code, output = _exec(ctx, ["test", str(sif)], [sif.parent], log)
+    code, output = _exec(ctx, ["test", str(sif)], sif, log)
     if code:
         return TestResult("%test", "failed", f"exit {code}: {_tail(output)}")
     return TestResult("%test", "passed", "")
@@ -127,9 +131,10 @@ def _mpi(job: Job, sif: Path, ctx: StageContext, work: Path, log: Log) -> TestRe
     if family is None:
         return TestResult("mpi", "skipped", "no MPI in this image (mpi: none)")
     source = _hello_source(work)
-    script = (f"mpicc -o {work}/hello {source} && "
+    # The machine first: the log then shows an arm64 SIF really ran as aarch64 (QEMU).
+    script = (f"echo \"machine $(uname -m)\" && mpicc -o {work}/hello {source} && "
               f"{_mpirun(family, MPI_RANKS)} {work}/hello")
-    code, output = _exec(ctx, ["exec", str(sif), "sh", "-c", script], [sif.parent, work], log)
+    code, output = _exec(ctx, ["exec", str(sif), "sh", "-c", script], sif, log, work)
     seen = ranks_seen(output, MPI_RANKS)
     if code or seen != list(range(MPI_RANKS)):
         return TestResult("mpi", "failed", f"exit {code}, ranks seen {seen}, expected 0..."
@@ -163,13 +168,13 @@ def _mpi_hybrid(job: Job, sif: Path, ctx: StageContext, work: Path, log: Log) ->
     tested_with = f"host {host.describe()}"
     source = _hello_source(work)
     code, output = _exec(ctx, ["exec", str(sif), "mpicc", "-o", f"{work}/hello", str(source)],
-                         [sif.parent, work], log)
+                         sif, log, work)
     if code:
         return TestResult("mpi-hybrid", "failed", f"mpicc in the container: {_tail(output)}")
     argv = [host.mpirun, *_host_mpirun_flags(host.family), "-np", str(MPI_RANKS),
             ctx.apptainer.command, "exec", "--bind", str(work), str(sif), f"{work}/hello"]
     log("$ " + " ".join(argv))
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    done = run_captured(argv)
     log(done.stdout + done.stderr)
     seen = ranks_seen(done.stdout, MPI_RANKS)
     if done.returncode or seen != list(range(MPI_RANKS)):
@@ -196,7 +201,7 @@ def _gpu(sif: Path, ctx: StageContext, work: Path, log: Log) -> TestResult:
     (work / "square.cu").write_text(CUDA_PROGRAM)
     script = f"nvidia-smi && nvcc -o {work}/square {work}/square.cu && {work}/square"
     code, output = _exec(ctx, ["exec", "--nv", str(sif), "sh", "-c", script],
-                         [sif.parent, work], log)
+                         sif, log, work)
     if code or "cuda result 1 4 9 16" not in output:
         return TestResult("gpu", "failed", f"exit {code}: {_tail(output)}")
     return TestResult("gpu", "passed", "nvidia-smi and a CUDA kernel ran")

@@ -80,20 +80,28 @@ class Apptainer:
         return f"{self.version} ({where})"
 
     def argv(self, args: list, binds: list, *, docker_socket: bool = False,
-             unprivileged: bool = False, scratch: Scratch | None = None) -> list:
+             unprivileged: bool = False, scratch: Scratch | None = None,
+             read_only: tuple = ()) -> list:
         """The command line that runs ``apptainer ARGS`` with ``binds`` visible at their paths.
 
-        ``scratch`` is where Apptainer writes its temporary files (APPTAINER_TMPDIR)."""
+        ``read_only`` are more folders, bound read-only: what a recipe's test code may read
+        but must not change (the SIFs of the run).  ``scratch`` is where Apptainer writes
+        its temporary files (APPTAINER_TMPDIR)."""
+        rw = list(dict.fromkeys(map(str, binds)))
+        ro = [b for b in dict.fromkeys(map(str, read_only)) if b not in rw]
         if args and args[0] in ("exec", "test", "run", "shell"):
             # Inside the SIF too, the folders are where they are on the host.
-            bind_args = [x for b in dict.fromkeys(map(str, binds)) for x in ("--bind", b)]
+            bind_args = [x for b in rw for x in ("--bind", b)]
+            bind_args += [x for b in ro for x in ("--bind", f"{b}:{b}:ro")]
             args = [args[0], *bind_args, *args[1:]]
         if self.kind == "host":
             tmpdir = ["env", f"APPTAINER_TMPDIR={scratch.path}"] if scratch else []
             return [*tmpdir, self.command, *args]
         argv = [self.docker, "run", "--rm", *self.container_options(), "--network", "host"]
-        for path in dict.fromkeys(str(b) for b in binds):
+        for path in rw:
             argv += ["-v", f"{path}:{path}"]
+        for path in ro:
+            argv += ["-v", f"{path}:{path}:ro"]
         if docker_socket:
             socket = docker_socket_path()
             argv += ["-v", f"{socket}:/var/run/docker.sock"]

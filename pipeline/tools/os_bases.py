@@ -31,12 +31,15 @@ from pipeline.tools import rootfs
 from pipeline.tools.digests import cached_sha256_file
 from pipeline.tools.docker_engine import BuildClient, push
 from pipeline.tools.oci_artifacts import INDEX_TYPES, copy_image, platform_of
-from pipeline.tools.registry.client import LAB_RETRIES, Registry, RegistryError
+from pipeline.tools.registry.client import LAB_RETRIES, Registry, RegistryError, RetryPolicy
 from pipeline.tools.registry.references import mirrored, registry_of, split_reference
 from pipeline.tools.registry.staging import Staging
 from pipeline.tools.upstream import Upstream, UpstreamUnknown
 
 OS_REPOSITORY = "factory/os"
+
+
+ASK_RETRIES = RetryPolicy(attempts=3, total_seconds=20)
 
 
 class BaseNotFound(RuntimeError):
@@ -153,7 +156,9 @@ class OsBases:
         remote = Registry(host, log=log)
         log(f"os base {os_key}/{arch}: copying {source} for linux/{arch} into the lab registry")
         try:
-            found = remote.manifest(name, reference)
+            # Few retries for the first question: an unreachable upstream is common (an
+            # air-gapped site without PIPELINE_MIRRORS) and must not stall the run.
+            found = Registry(host, log=log, policy=ASK_RETRIES).manifest(name, reference)
         except RegistryError as err:
             raise BaseNotFound(f"base {source} cannot be pulled for {arch}: {err}{hint}"
                                ) from None

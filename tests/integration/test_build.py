@@ -6,6 +6,7 @@ results are checked from several sides.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.stages.build import STAGING
 from tests.catalogues import init_repo, write
 from tests.integration.lab import REPO, bring_up, docker, image_config, run_pipeline
 
@@ -31,7 +31,8 @@ axes:
       debian12:
         bootstrap: {suite: bookworm, mirror: "http://deb.debian.org/debian"}
         defaults: {gcc: "12"}
-      rocky8: {image: docker.io/library/rockylinux:8, defaults: {gcc: "8"}}
+      # A registry image that is certainly absent, wherever Docker Hub can be reached or not.
+      rocky8: {image: "127.0.0.1:9/factorytest/absent-os:8", defaults: {gcc: "8"}}
   gcc: {values: ["8", "12"]}
   mpi:
     default: none
@@ -117,7 +118,8 @@ def test_base_cell_has_the_right_arch_labels_and_toolchain(built, arch, machine)
     _, jobs, root = built
     job = jobs[f"factorytest/base:ompi-4.1@{arch}"]
     reference = job["stages"]["build"]["reference"]
-    assert reference.startswith(f"127.0.0.1:5000/{STAGING}/factorytest/base@sha256:")
+    # A pr-mode run (the default): pr staging, never the trusted registry.
+    assert reference.startswith("127.0.0.1:5001/factory-staging-pr/factorytest/base@sha256:")
     assert job["image_digest"] == reference.split("@")[1]
     config = image_config(reference)
     assert config["Architecture"] == arch
@@ -129,7 +131,8 @@ def test_base_cell_has_the_right_arch_labels_and_toolchain(built, arch, machine)
     assert labels["org.opencontainers.image.revision"] == revision
     assert labels["org.opencontainers.image.created"].endswith("Z")
     assert labels["org.opencontainers.image.source"]
-    assert labels["org.opencontainers.image.base.name"].startswith("127.0.0.1:5000/factory/os:debian12-")
+    assert labels["org.opencontainers.image.base.name"].startswith(
+        "127.0.0.1:5001/factory-pr/os:debian12-")
     assert labels["org.opencontainers.image.base.digest"].startswith("sha256:")
     assert labels["org.sjtuhpc.factory.build-id"] == job["stages"]["build"]["build_id"]
     assert labels["org.sjtuhpc.factory.var.gcc"] == "12"
@@ -194,8 +197,9 @@ def test_broken_recipe_fails_its_job_and_skips_its_dependents(built):
 def test_a_base_that_cannot_be_pulled_is_a_plain_failure(built):
     _, jobs, _ = built
     rocky = jobs["factorytest/base:rocky@amd64"]
-    assert rocky["reason"].startswith("build: base docker.io/library/rockylinux:8 cannot be pulled for "
-                                      "amd64; if this site has a mirror, set PIPELINE_MIRRORS=")
+    assert rocky["reason"].startswith("build: base 127.0.0.1:9/factorytest/absent-os:8 cannot be "
+                                      "pulled for amd64: registry 127.0.0.1:9:")
+    assert "PIPELINE_MIRRORS=127.0.0.1:9=<mirror host>" in rocky["reason"]
     assert "Traceback" not in rocky["reason"]
 
 
@@ -227,7 +231,10 @@ def test_daemon_not_reachable_is_reported_plainly(tmp_path):
          str(tmp_path / "out"), "--select", "factorytest/base:ompi-4.1@amd64"],
         capture_output=True, text=True, check=False, cwd=REPO,
         env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 1
-    assert "the Docker daemon is not reachable" in done.stdout
-    assert "python -m pipeline lab up" in done.stdout
-    assert "Traceback" not in done.stdout + done.stderr
+    assert done.returncode == 4  # infrastructure unreachable, not a failed job
+    output = done.stdout + done.stderr
+    assert "the Docker daemon is not reachable" in output
+    assert "python -m pipeline lab up" in output
+    assert "Traceback" not in output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["jobs"][0]["reason"].startswith("the Docker daemon is not reachable")

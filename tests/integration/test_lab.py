@@ -16,13 +16,15 @@ def test_up_is_idempotent_and_status_reports_everything():
     assert lab_commands.up(settings, out) == 0
     text = out.getvalue()
     assert "docker daemon: running" in text or "docker daemon: started" in text
-    assert f"registry {settings.registry}: answering" in text
+    assert f"registry {settings.registry} (trusted): answering, login required" in text
+    assert f"registry {settings.pr_registry} (pr): answering, login required" in text
     out = io.StringIO()
     assert lab_commands.status(settings, out) == 0
     table = out.getvalue()
-    for component in ("docker daemon", "builder", "registry", "qemu arm64", "mmdebstrap"):
+    for component in ("docker daemon", "builder", "registry (trusted)", "registry (pr)",
+                      "qemu arm64", "mmdebstrap"):
         assert component in table
-    assert "apptainer" in table  # reported, even while it is not set up
+    assert "apptainer version 1." in table  # up: the runtime answers with its version
 
 
 def test_the_lab_engine_saves_images_as_an_oci_layout(tmp_path):

@@ -1,9 +1,15 @@
-"""The publish stage against the real lab registry: lists, immutable tags, SIFs, retries.
+"""The publish stage for real, through a registry that behaves like Docker Hub.
+
+The production target is Docker Hub, which cannot be reached from here.  So the target of
+these runs is ``FakeDockerHub`` (tests/fakes/docker_hub.py) in front of the lab's real
+registry: it hands out pull-only tokens for reads, answers writes with
+``insufficient_scope``, expires tokens after 3 s, fails every 7th token request with 503,
+and lets anyone pull the test namespace anonymously, as a public Docker Hub repository.
 
 One small base cell (amd64 and arm64) is run through every stage in ``main`` mode into a
-repository namespace of its own; the tests read back what was published with skopeo,
+namespace of its own; the tests read back what was published anonymously with skopeo,
 ``docker pull`` and ``apptainer pull oras://``, then publish again through a proxy that
-injects faults, run nightly (nothing to do) and pr (pushes nothing).
+injects faults, run nightly (nothing to do) and pr (asks the target nothing).
 """
 
 from __future__ import annotations
@@ -30,15 +36,19 @@ from pipeline.tools.docker_engine import find_build_client
 from pipeline.tools.registry.client import Credentials, Registry, RetryPolicy
 from tests.catalogues import init_repo, write
 from tests.fakes.fake_library import FakeLibrary
+from tests.fakes.docker_hub import FakeDockerHub
 from tests.fakes.faulty_proxy import FaultyProxy
-from tests.integration.lab import bring_up, docker
+from tests.integration.lab import bring_up, docker, trusted, trusted_login
 
 CATALOGUE = """\
 repositories: {{base: {ns}/base, gpu: {ns}/base, app: {ns}/app}}
 targets:
   local:
     registry: "127.0.0.1:5000"
+  hub:
+    registry: "{hub}"
     library: {{endpoint: "{library}", collection: factorytest/lib}}
+default_target: hub
 axes:
   os:
     default: debian12
@@ -83,10 +93,15 @@ def run(root: Path, out: Path, *extra: str, env: dict | None = None) -> tuple[in
 def _env() -> dict:
     import os
 
-    return {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_LIBRARY")}
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PIPELINE_LIBRARY", "PIPELINE_REGISTRY_"))}
+
+
+HUB_LOGIN = {"PIPELINE_REGISTRY_USERNAME": "robot", "PIPELINE_REGISTRY_PASSWORD": PASSWORD}
 
 
 def skopeo_raw(reference: str) -> dict:
+    """Read anonymously, as a cluster pulling a public repository does."""
     done = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
                            f"docker://{reference}"], capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
@@ -97,24 +112,41 @@ def published(tmp_path_factory):
     settings = bring_up()
     root = tmp_path_factory.mktemp("publish")
     namespace = f"factorytest-{uuid.uuid4().hex[:8]}"
-    # The Sylabs library is a hosted service: a fake of its API stands in (fake_library.py),
-    # driven by the real apptainer client.
-    with FakeLibrary(LIBRARY_TOKEN) as library:
-        write(root, CATALOGUE.format(ns=namespace, library=library.url),
+    login = trusted_login()
+    # Docker Hub and the Sylabs library are hosted services: stand-ins that follow their
+    # protocols (tests/fakes/), driven by the real clients, in front of the real registry.
+    hub = FakeDockerHub(settings.registry, users={"robot": PASSWORD}, public=(f"{namespace}/*",),
+                        writable=(namespace,), token_lifetime=3.0, token_503_every=7,
+                        upstream_login=(login.username, login.password))
+    with hub, FakeLibrary(LIBRARY_TOKEN) as library:
+        write(root, CATALOGUE.format(ns=namespace, library=library.url, hub=hub.address),
               {**FILES, "images/base/plain/.test-run": uuid.uuid4().hex})
         (root / ".gitignore").write_text("out/\n")
         init_repo(root)
         code, summary, output = run(root, root / "out", "--mode", "main", "-j", "2",
-                                    env={"PIPELINE_LIBRARY_TOKEN": LIBRARY_TOKEN})
+                                    env={"PIPELINE_LIBRARY_TOKEN": LIBRARY_TOKEN, **HUB_LOGIN})
         assert code == 0, output
         yield {"settings": settings, "root": root, "repo": f"{namespace}/base",
                "summary": summary, "jobs": {j["id"]: j for j in summary["jobs"]},
-               "output": output, "library": library}
+               "output": output, "library": library, "hub": hub}
+
+
+def test_publishing_followed_docker_hub_s_token_rules(published):
+    """What made the Docker Hub upload bug invisible with a fake that always said yes."""
+    hub, repo = published["hub"], published["repo"]
+    errors = {seen.error for seen in hub.requests if seen.status == 401}
+    assert "insufficient_scope" in errors  # a pull token met an upload, and was widened
+    assert "invalid_token" in errors  # tokens expired mid-run, and were renewed
+    assert any(r.status == 503 for r in hub.token_requests)  # the token service failed
+    asked = {scope for r in hub.token_requests for scope in r.scopes}
+    assert f"repository:{repo}:pull,push" in asked
+    assert f"repository:{repo}-sif:pull,push" in asked
+    assert all(r.user == "robot" for r in hub.token_requests if r.authenticated)
 
 
 def test_the_tag_is_one_list_of_both_arches_with_the_built_digests(published):
-    repo, jobs = published["repo"], published["jobs"]
-    index = skopeo_raw(f"127.0.0.1:5000/{repo}:plain")
+    repo, jobs, hub = published["repo"], published["jobs"], published["hub"]
+    index = skopeo_raw(f"{hub.address}/{repo}:plain")
     by_arch = {m["platform"]["architecture"]: m for m in index["manifests"]}
     assert set(by_arch) == {"amd64", "arm64"}
     for arch in ("amd64", "arm64"):
@@ -129,10 +161,10 @@ def test_the_tag_is_one_list_of_both_arches_with_the_built_digests(published):
 
 
 def test_docker_pull_gets_each_arch(published):
-    repo, jobs = published["repo"], published["jobs"]
+    repo, jobs, hub = published["repo"], published["jobs"], published["hub"]
     for arch in ("amd64", "arm64"):
-        docker("pull", "-q", "--platform", f"linux/{arch}", f"127.0.0.1:5000/{repo}:plain")
-        config = json.loads(docker("image", "inspect", f"127.0.0.1:5000/{repo}:plain"))[0]
+        docker("pull", "-q", "--platform", f"linux/{arch}", f"{hub.address}/{repo}:plain")
+        config = json.loads(docker("image", "inspect", f"{hub.address}/{repo}:plain"))[0]
         assert config["Architecture"] == arch
         assert (config["Config"]["Labels"]["org.sjtuhpc.factory.build-id"]
                 == jobs[f"{repo}:plain@{arch}"]["stages"]["build"]["build_id"])
@@ -142,7 +174,7 @@ def test_the_immutable_tag_names_the_same_list(published):
     [publication] = published["summary"]["publications"]
     immutable, moving = publication["tags"]
     assert immutable.startswith("plain-") and moving == "plain"
-    reg = Registry("127.0.0.1:5000")
+    reg = trusted()
     assert (reg.manifest(published["repo"], immutable)[2]
             == reg.manifest(published["repo"], "plain")[2])
 
@@ -152,7 +184,7 @@ def test_a_sif_pulled_back_with_apptainer_is_the_one_built(published, tmp_path):
     apptainer = find(settings.lab_dir, find_build_client(settings))
     job = published["jobs"][f"{published['repo']}:plain@arm64"]
     reference = job["stages"]["publish"]["sif"]
-    assert reference == f"oras://127.0.0.1:5000/{published['repo']}-sif:plain-arm64"
+    assert reference == f"oras://{published['hub'].address}/{published['repo']}-sif:plain-arm64"
     pulled = tmp_path / "pulled.sif"
     tmp_path.chmod(0o777)  # the pull runs as an unprivileged user, as cluster users do
     apptainer.run(["pull", "--no-https", str(pulled), reference], [tmp_path], print,
@@ -178,7 +210,7 @@ def test_each_arch_s_sif_is_in_the_library_and_the_token_is_in_no_log(published)
 
 def test_a_nightly_run_with_nothing_changed_builds_and_pushes_nothing(published, tmp_path):
     root, repo = published["root"], published["repo"]
-    reg = Registry("127.0.0.1:5000")
+    reg = trusted()
     before = reg.manifest(repo, "plain")[2]
     plan = subprocess.run(["python3", "-m", "pipeline", "plan", "--matrix",
                            str(root / "matrix.yaml"), "--mode", "nightly", "--format", "json"],
@@ -186,7 +218,8 @@ def test_a_nightly_run_with_nothing_changed_builds_and_pushes_nothing(published,
                           cwd=Path(__file__).resolve().parents[2])
     for job in json.loads(plan.stdout)["jobs"]:
         assert job["action"] == "skip"
-        assert job["reason"].startswith(f"already published as 127.0.0.1:5000/{repo}:plain")
+        assert job["reason"].startswith(f"already published as {published['hub'].address}/"
+                                        f"{repo}:plain")
     code, summary, output = run(root, tmp_path / "out", "--mode", "nightly")
     assert code == 0, output
     assert all(j["result"] == "skipped" and not j["stages"] for j in summary["jobs"])
@@ -199,25 +232,27 @@ def test_a_main_rerun_of_a_published_revision_builds_nothing(published, tmp_path
     code, summary, output = run(root, tmp_path / "out", "--mode", "main")
     assert code == 0, output
     assert {j["id"]: (j["result"], j["reason"].split(" (")[0]) for j in summary["jobs"]} == {
-        f"{repo}:plain@{arch}": ("skipped", f"already published as 127.0.0.1:5000/{repo}:plain")
+        f"{repo}:plain@{arch}": ("skipped",
+                                 f"already published as {published['hub'].address}/{repo}:plain")
         for arch in ("amd64", "arm64")}
     assert summary["publications"] == []
 
 
-def test_pr_mode_pushes_nothing_even_with_credentials(published, tmp_path):
-    root, repo = published["root"], published["repo"]
+def test_pr_mode_asks_the_target_nothing_even_with_credentials(published, tmp_path):
+    root, hub = published["root"], published["hub"]
     (root / "images/base/plain/.test-run").write_text(uuid.uuid4().hex)  # a new build_id
-    reg = Registry("127.0.0.1:5000")
-    tags_before = reg.call(lambda: reg._send("GET", f"/v2/{repo}/tags/list", repo).json())
-    env = {"PIPELINE_REGISTRY_USERNAME": "robot", "PIPELINE_REGISTRY_PASSWORD": PASSWORD}
+    seen, tokens = len(hub.requests), len(hub.token_requests)
     code, summary, output = run(root, tmp_path / "out", "--mode", "pr", "--select",
-                                "*@amd64", env=env)
+                                "*@amd64", env=HUB_LOGIN)
     assert code == 0, output
     [job] = summary["jobs"]
     assert job["stages"]["build"]["cached"] is False  # it really built, then did not push
     assert job["stages"]["publish"] == {"result": "skipped", "reason": "pr mode never publishes"}
-    assert reg.call(lambda: reg._send("GET", f"/v2/{repo}/tags/list", repo).json()) == tags_before
-    logs = "".join(p.read_text() for p in (tmp_path / "out/logs").iterdir())
+    # Not a request, not a token: the password was never even offered to the target.
+    assert (len(hub.requests), len(hub.token_requests)) == (seen, tokens)
+    assert job["stages"]["build"]["image"].startswith(
+        f"{published['settings'].pr_registry}/factory-staging-pr/")
+    logs = "".join(p.read_text() for p in (tmp_path / "out/logs").rglob("*.log"))
     assert PASSWORD not in logs + output + (tmp_path / "out/summary.json").read_text()
 
 
@@ -235,7 +270,7 @@ def _states(published) -> list[ArchState]:
 
 def _context(published, registry: Registry, secrets: Secrets | None = None) -> PublishContext:
     settings = published["settings"]
-    return PublishContext("faulty", Registry("127.0.0.1:5000"), registry,
+    return PublishContext("faulty", trusted(), registry,
                           secrets or Secrets.from_env({}), None, None, None,
                           settings.lab_dir / "scratch", "test", "2026-01-01T00:00:00Z")
 
@@ -249,13 +284,14 @@ def test_publishing_through_faults_loses_and_corrupts_nothing(published, tmp_pat
                 (manifest_put, "429", 2), (manifest_put, "503", 1),
                 (lambda m, p: m == "HEAD", "drop", 2)]
     with FaultyProxy("127.0.0.1:5000", schedule) as proxy:
-        target = Registry(proxy.address, policy=RetryPolicy(attempts=8, total_seconds=120))
+        target = Registry(proxy.address, trusted_login(),
+                          policy=RetryPolicy(attempts=8, total_seconds=120))
         result = publish_tag(repo, "plain", _states(published), _context(published, target),
                              print)
     assert result["result"] == "published"
     assert {f[0] for f in proxy.faults} == {"503", "drop", "cut", "429"}
     assert all(rule[2] == 0 for rule in proxy.schedule)  # every scheduled fault happened
-    direct = Registry("127.0.0.1:5000")
+    direct = trusted()
     body, _, digest = direct.manifest(repo, "plain")
     assert result["index"].endswith(digest)
     for entry in json.loads(body)["manifests"]:
@@ -274,16 +310,18 @@ def test_a_publish_that_failed_half_way_resumes_without_uploading_again(publishe
     # The registry keeps failing once the images and SIFs are up, when the index is pushed.
     index_put = lambda m, p: m == "PUT" and f"/v2/{repo}/manifests/plain-" in p
     with FaultyProxy("127.0.0.1:5000", [(index_put, "503", 100)]) as proxy:
-        target = Registry(proxy.address, policy=RetryPolicy(attempts=2, total_seconds=10))
+        target = Registry(proxy.address, trusted_login(),
+                          policy=RetryPolicy(attempts=2, total_seconds=10))
         with pytest.raises(PublishFailed, match="503"):
             publish_tag(repo, "plain", _states(published), _context(published, target), print)
         first_uploads = [r for r in proxy.requests if r[0] == "POST" and "/blobs/uploads/" in r[1]]
-    direct = Registry("127.0.0.1:5000")
+    direct = trusted()
     assert first_uploads  # it had got as far as uploading
     assert direct.manifest(repo, "plain") is None  # the moving tag comes last: not there
     with FaultyProxy("127.0.0.1:5000", []) as proxy:
         result = publish_tag(repo, "plain", _states(published),
-                             _context(published, Registry(proxy.address)), print)
+                             _context(published, Registry(proxy.address, trusted_login())),
+                             print)
         uploads = [r for r in proxy.requests if r[0] in ("POST", "PATCH", "PUT")
                    and "/blobs/uploads/" in r[1]]
     assert result["result"] == "published"
@@ -295,28 +333,29 @@ def test_a_tag_with_a_failed_arch_is_refused_and_nothing_is_pushed(published):
     repo = published["repo"].replace("/base", "/refused")
     states = _states(published)
     states[1].missing = "failed (test: %test failed)"
-    reg = Registry("127.0.0.1:5000")
+    reg = trusted()
     with pytest.raises(PublishRefused, match="arm64 failed"):
         publish_tag(repo, "plain", states, _context(published, reg), print)
     assert reg.manifest(repo, "plain") is None
     assert not reg.has_blob(repo, states[0].digest)
 
 
-def test_docker_hub_s_token_flow_publishes_with_the_credentials(published):
-    """Docker Hub is hosted: its token service is faked by the proxy (see faulty_proxy.py)."""
+def test_a_private_repository_needs_the_credentials(published):
+    """Docker Hub's token flow, straight through publish_tag: a private namespace."""
     repo = published["repo"].replace("/base", "/hub")
-    with FaultyProxy("127.0.0.1:5000", [], bearer=("robot", PASSWORD)) as proxy:
-        target = Registry(proxy.address, Credentials("robot", PASSWORD))
+    login = trusted_login()
+    with FakeDockerHub(published["settings"].registry, users={"robot": PASSWORD},
+                       writable=(repo.split("/")[0],), public=(), token_lifetime=1.0,
+                       upstream_login=(login.username, login.password)) as hub:
+        target = Registry(hub.address, Credentials("robot", PASSWORD))
         result = publish_tag(repo, "plain", _states(published), _context(published, target),
                              print)
         assert result["result"] == "published"
-        assert f"repository:{repo}:pull,push" in proxy.scopes
-        assert f"repository:{repo}-sif:pull,push" in proxy.scopes
         with pytest.raises(PublishFailed, match="no credentials were given: set "
                            "PIPELINE_REGISTRY_USERNAME"):
             publish_tag(repo + "-anonymous", "plain", _states(published),
-                        _context(published, Registry(proxy.address)), print)
-    assert Registry("127.0.0.1:5000").manifest(repo, "plain")[2] == result["index"].split("@")[1]
+                        _context(published, Registry(hub.address)), print)
+    assert trusted().manifest(repo, "plain")[2] == result["index"].split("@")[1]
     assert Registry("docker.io").base == "https://registry-1.docker.io"
 
 

@@ -153,7 +153,7 @@ def hybrid(tmp_path: Path, job: Job, monkeypatch, mpirun: Path | None):
         monkeypatch.setenv("PIPELINE_HOST_MPI", str(mpirun))
     ctx = SimpleNamespace(apptainer=SimpleNamespace(
         kind="host", command=str(apptainer),
-        argv=lambda args, binds, unprivileged: [str(apptainer), *map(str, args)]))
+        argv=lambda args, binds, **options: [str(apptainer), *map(str, args)]))
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     lines: list[str] = []

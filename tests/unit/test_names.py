@@ -7,10 +7,14 @@ import itertools
 import re
 
 import pipeline.names
-from pipeline.catalogue.tags import REPOSITORY_RE, TAG_RE
+from pipeline.catalogue.tags import TAG_RE
 from pipeline.names import file_name, sif_name
 
 SAFE = re.compile(r"[A-Za-z0-9._-]+\Z")
+# The OCI distribution spec's repository grammar, to check the generated names are valid.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*\Z")
+
 # Small alphabets that still hold every separator of the grammars.
 COMPONENTS = ["a", "b1", "a_b", "a__b", "a.b", "a-b", "a--b"]
 TAG_CHARS = "a_.-"

@@ -190,7 +190,7 @@ def test_commit_time_is_the_committer_time_in_utc(repo):
 
 def test_the_run_publishes_with_the_commit_time(repo, tmp_path):
     head = git(repo, "rev-parse", "HEAD").strip()
-    run = SimpleNamespace(settings=SimpleNamespace(registry="127.0.0.1:5000"),
+    run = SimpleNamespace(settings=SimpleNamespace(registry="127.0.0.1:5000", lab_dir=tmp_path),
                           target=Target("local", "127.0.0.1:5000", None, None),
                           secrets=Secrets.from_env({}))
     context = SimpleNamespace(apptainer=None, scratch=tmp_path, catalogue_dir=repo,

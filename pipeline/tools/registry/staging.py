@@ -202,3 +202,13 @@ def staging_for(mode: str, lab_dir: Path, lab_registry: str, lab_pr_registry: st
                 "run `python -m pipeline lab up`")
     return Staging(trusted, registry, "factory-staging" if trusted else "factory-staging-pr",
                    "factory/os" if trusted else "factory-pr/os", credentials, key)
+
+
+def target_credentials(given: Credentials, target_registry: str, lab_dir: Path,
+                       lab_registry: str) -> Credentials:
+    """The login for a publish target: the environment's, else the lab's own for the lab's
+    trusted registry (the ``local`` target), else none (a registry that allows it)."""
+    if given.given or target_registry != lab_registry:
+        return given
+    path = credentials_file(lab_dir, True)
+    return read_credentials(path) if path.exists() else given
