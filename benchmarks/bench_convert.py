@@ -65,9 +65,8 @@ def main() -> None:
         image = root / "plain.sqfs"
         argv = apptainer.argv(["--version"], [root])
         # The same runtime's mksquashfs: swap the apptainer command for mksquashfs.
-        argv = argv[:-2] + ["mksquashfs", str(rootfs), str(image), "-noappend", "-all-root",
-                            "-quiet"] if apptainer.kind == "container" else [
-            "mksquashfs", str(rootfs), str(image), "-noappend", "-all-root", "-quiet"]
+        mksquashfs = ["mksquashfs", str(rootfs), str(image), "-noappend", "-all-root", "-quiet"]
+        argv = [*argv[:-2], *mksquashfs] if apptainer.kind == "container" else mksquashfs
         start = time.perf_counter()
         subprocess.run(argv, check=True, capture_output=True)
         plain_s = time.perf_counter() - start

@@ -1,15 +1,18 @@
 """Settings that come from the environment, read once into a frozen dataclass.
 
-| variable | default | meaning |
-|---|---|---|
-| ``PIPELINE_REGISTRY`` | ``127.0.0.1:5000`` | the local target: the lab's trusted registry host:port (also main/nightly staging) |
-| ``PIPELINE_PR_REGISTRY`` | ``127.0.0.1:5001`` | the lab's registry for pr-mode staging |
-| ``PIPELINE_LAB_DIR`` | ``<checkout>/.lab`` | lab state: pids, logs, caches |
-| ``PIPELINE_OUT_DIR`` | ``<checkout>/out`` | run output: summary.json, logs |
-| ``PIPELINE_BUILDER`` | ``auto`` | ``buildx``, ``buildkit`` (the daemon's BuildKit) or ``auto`` |
-| ``PIPELINE_DOCKER`` | found | the docker client to build with |
-| ``PIPELINE_MIRRORS`` | none | ``docker.io=mirror.site:5000,quay.io=...``: registry mirrors |
-| ``PIPELINE_CONVERT_SCRATCH`` | ``auto`` | ``memory``, ``disk`` or ``auto``: where SIF conversion works (``pipeline.scratch``) |
+Each variable, its default, and what it means:
+
+* ``PIPELINE_REGISTRY`` (``127.0.0.1:5000``): the local target: the lab's trusted registry
+  host:port (also main/nightly staging)
+* ``PIPELINE_PR_REGISTRY`` (``127.0.0.1:5001``): the lab's registry for pr-mode staging
+* ``PIPELINE_LAB_DIR`` (``<checkout>/.lab``): lab state: pids, logs, caches
+* ``PIPELINE_OUT_DIR`` (``<checkout>/out``): run output: summary.json, logs
+* ``PIPELINE_BUILDER`` (``auto``): ``buildx``, ``buildkit`` (the daemon's BuildKit) or
+  ``auto``
+* ``PIPELINE_DOCKER`` (found): the docker client to build with
+* ``PIPELINE_MIRRORS`` (none): ``docker.io=mirror.site:5000,quay.io=...``: registry mirrors
+* ``PIPELINE_CONVERT_SCRATCH`` (``auto``): ``memory``, ``disk`` or ``auto``: where SIF
+  conversion works (``pipeline.scratch``)
 """
 
 from __future__ import annotations

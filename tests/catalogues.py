@@ -45,6 +45,37 @@ images:
     tag: "app-{version}"
 """
 
+# The header of every catalogue the integration tests run on the lab: Debian 12 bootstrapped
+# from Debian's mirror, one certainly absent registry image OS, Open MPI 4.1 or none, both
+# arches.  Each test adds its own repositories, targets and images (``lab_catalogue``).
+LAB_AXES = """\
+axes:
+  os:
+    default: debian12
+    values:
+      debian12:
+        bootstrap: {suite: bookworm, mirror: "http://deb.debian.org/debian"}
+        defaults: {gcc: "12"}
+      # Absent wherever the tests run, whether Docker Hub can be reached or not.
+      rocky8: {image: "127.0.0.1:9/factorytest/absent-os:8", defaults: {gcc: "8"}}
+  gcc: {values: ["8", "12"]}
+  mpi:
+    default: none
+    prefix: ""
+    values:
+      none: {tag: "", family: none, version: ""}
+      ompi-4.1: {family: openmpi, version: "4.1"}
+  arch: {default: amd64, values: [amd64, arm64]}
+"""
+
+
+def lab_catalogue(base: str, app: str, images: str,
+                  targets: str = 'targets: {local: {registry: "127.0.0.1:5000"}}\n') -> str:
+    """A catalogue for the lab: the base and app repositories, LAB_AXES and ``images``."""
+    repositories = f"repositories: {{base: {base}, gpu: {base}, app: {app}}}\n"
+    return repositories + targets + LAB_AXES + textwrap.dedent(images)
+
+
 RECIPES = {
     "images/base/Dockerfile": "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n",
     "images/base/test.sh": "#!/bin/sh\nset -eu\ntrue\n",

@@ -40,7 +40,7 @@ def start(service: Service, run_dir: Path, log_dir: Path) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     # The service keeps this file open after we return: no context manager.
-    log = open(log_dir / f"{service.name}.log", "ab")  # noqa: SIM115
+    log = open(log_dir / f"{service.name}.log", "ab")
     process = subprocess.Popen(service.argv, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True)
     pid_file(run_dir, service.name).write_text(f"{process.pid}\n")

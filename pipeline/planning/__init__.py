@@ -1,1 +1,2 @@
-"""Planning: the catalogue expanded into jobs with build_ids, decided by mode and change, selected."""
+"""Planning: the catalogue expanded into jobs with build_ids, decided by mode and change,
+selected."""

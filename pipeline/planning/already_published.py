@@ -72,11 +72,12 @@ def mark_published(jobs: list[Job], registry: Registry, ids: dict, unknown: dict
     tags: dict = {}
     marked = []
     for job in jobs:
+        result = job
         if job.action != "build" or job.id not in ids:
             if job.id in unknown and job.action == "build":
-                job = replace(job, reason=f"{job.reason}; cannot tell whether it is published: "
-                                          f"{unknown[job.id]}")
-            marked.append(job)
+                result = replace(job, reason=f"{job.reason}; cannot tell whether it is "
+                                             f"published: {unknown[job.id]}")
+            marked.append(result)
             continue
         key = (job.repository, job.tag)
         if key not in tags:
@@ -86,11 +87,11 @@ def mark_published(jobs: list[Job], registry: Registry, ids: dict, unknown: dict
                 tags[key] = err
         found = tags[key]
         if isinstance(found, RegistryError):
-            job = replace(job, reason=f"{job.reason}; cannot tell whether it is published: "
-                                      f"{found}")
+            result = replace(job, reason=f"{job.reason}; cannot tell whether it is published: "
+                                         f"{found}")
         elif found.get(job.arch, {}).get("annotations", {}).get(BUILD_ID) == ids[job.id]:
             digest = found[job.arch]["digest"]
-            job = replace(job, action="skip", reason=f"already published as {registry.host}/"
-                          f"{job.repository}:{job.tag} ({job.arch} {digest[:19]})")
-        marked.append(job)
+            result = replace(job, action="skip", reason=f"already published as {registry.host}/"
+                             f"{job.repository}:{job.tag} ({job.arch} {digest[:19]})")
+        marked.append(result)
     return marked

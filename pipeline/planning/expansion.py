@@ -52,7 +52,8 @@ class Expansion:
 def expand(image: Image, catalogue: Catalogue) -> Expansion:
     spanned = image.axes
     names = list(spanned)
-    combos = [dict(zip(names, chosen)) for chosen in itertools.product(*spanned.values())]
+    combos = [dict(zip(names, chosen, strict=True))
+              for chosen in itertools.product(*spanned.values())]
     result = Expansion(cells=[], combinations=len(combos))
 
     kept = []
@@ -80,7 +81,8 @@ def expand(image: Image, catalogue: Catalogue) -> Expansion:
                     new["arch"] = arch
                 extra_combos.append(new)
 
-    candidates = [{**combo, **extra} for combo, extra in zip(kept, added)] + extra_combos
+    candidates = [{**combo, **extra}
+                  for combo, extra in zip(kept, added, strict=True)] + extra_combos
     for raw in candidates:
         cell = _complete(raw, catalogue, result)
         if cell is None:

@@ -114,7 +114,7 @@ def _image_jobs(image, catalogue, tree, by_image, first_seen, problems) -> list[
             key = tuple(cell.values[a] for a in match)
             found = base_index.get(key, [])
             if not found:
-                unresolved.append(f"{job_id} needs {_show(dict(zip(match, key)))}")
+                unresolved.append(f"{job_id} needs {_show(dict(zip(match, key, strict=True)))}")
                 continue
             if len(found) > 1:
                 ambiguous.append(f"{job_id} matches {', '.join(j.id for j in found)}")
@@ -127,6 +127,14 @@ def _image_jobs(image, catalogue, tree, by_image, first_seen, problems) -> list[
             build_id=build_id(files, variables, arch, [n.build_id for n in needs]),
             files=files, upstream=image.upstream_urls(variables),
         ))
+    _report_cells_left_out(image, match, bad_tags, unresolved, ambiguous, problems)
+    return jobs
+
+
+def _report_cells_left_out(image: Image, match: tuple, bad_tags: dict, unresolved: list,
+                           ambiguous: list, problems: Problems) -> None:
+    """Say why cells got no job: a tag that does not render, or no single base cell."""
+    label = f"image {image.name}"
     for message in bad_tags:
         problems.add(image.tag_line, f"{label} tag '{image.tag}': {message}")
     if unresolved:
@@ -137,7 +145,6 @@ def _image_jobs(image, catalogue, tree, by_image, first_seen, problems) -> list[
         problems.add(image.base.line, f"{label}: several cells of base image "
                      f"'{image.base.image}' match: {_few(ambiguous)}; add the axis that tells "
                      "them apart to base.match")
-    return jobs
 
 
 def cell_variables(cell: Cell, catalogue: Catalogue) -> dict:
@@ -183,7 +190,7 @@ def _image_order(catalogue: Catalogue, problems: Problems) -> list[Image]:
         if image.name in done:
             return
         if image.name in path:
-            cycle = path[path.index(image.name):] + [image.name]
+            cycle = [*path[path.index(image.name):], image.name]
             if frozenset(cycle) not in reported:
                 reported.add(frozenset(cycle))
                 problems.add(image.base.line, "images build FROM each other in a cycle: "
@@ -191,7 +198,7 @@ def _image_order(catalogue: Catalogue, problems: Problems) -> list[Image]:
             return
         base = names.get(image.base.image) if image.base else None
         if base is not None:
-            visit(base, path + [image.name])
+            visit(base, [*path, image.name])
         if image.name not in done:
             done.add(image.name)
             order.append(image)

@@ -88,7 +88,8 @@ class GitTree:
                    "tag or commit (fetch it first in a shallow clone)")
         prefix = Path(folder).resolve().relative_to(Path(top).resolve()).as_posix()
         prefix = "" if prefix == "." else prefix + "/"
-        listing = _git(folder, "ls-tree", "-r", "-z", "--full-tree", rev, error="git ls-tree failed")
+        listing = _git(folder, "ls-tree", "-r", "-z", "--full-tree", rev,
+                       error="git ls-tree failed")
         entries = {}
         for record in listing.split("\0"):
             if not record:
@@ -102,7 +103,8 @@ class GitTree:
     def read_text(self, path: str) -> str | None:
         if path not in self.entries:
             return None
-        return _git(self.repo, "cat-file", "blob", self.entries[path][1], error="git cat-file failed")
+        return _git(self.repo, "cat-file", "blob", self.entries[path][1],
+                    error="git cat-file failed")
 
     def is_dir(self, path: str) -> bool:
         folder = path.rstrip("/") + "/"

@@ -26,6 +26,7 @@ from pipeline.tools.processes import Log, run_logged
 from pipeline.tools.registry.staging import Staging
 from pipeline.tools.upstream import UpstreamUnknown
 
+
 class BuildFailed(RuntimeError):
     """The recipe did not build; the message holds the last lines of the build output."""
 
@@ -41,7 +42,8 @@ class Built:
     cached: bool
 
     def to_json(self) -> dict:
-        return {"image": self.tagged, "reference": self.reference, "digest": self.digest, "build_id": self.build_id,
+        return {"image": self.tagged, "reference": self.reference, "digest": self.digest,
+                "build_id": self.build_id,
                 "base": f"{self.base_name}@{self.base_digest}", "cached": self.cached}
 
 

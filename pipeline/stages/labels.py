@@ -34,7 +34,7 @@ class UnsafeValue(ValueError):
     """A label or build argument that could change what a recipe's commands do."""
 
 
-def image_labels(job: Job, build_id: str, base_name: str, base_digest: str,  # noqa: PLR0913
+def image_labels(job: Job, build_id: str, base_name: str, base_digest: str,
                  source: Source, *, created: datetime | None = None) -> dict:
     created = created or datetime.now(timezone.utc)
     labels = {

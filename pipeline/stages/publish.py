@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pipeline.names import BUILD_ID, FACTORY, OCI
 from pipeline.planning.already_published import published_arches
+from pipeline.tools import sylabs_library as library
 from pipeline.tools.apptainer import Apptainer
 from pipeline.tools.credentials import Secrets
 from pipeline.tools.git import EPOCH
@@ -218,15 +219,15 @@ def _library(repository: str, tag: str, state: ArchState, ctx: PublishContext, l
         return {"result": "skipped", "reason": "PIPELINE_LIBRARY_TOKEN is not set"}
     if ctx.apptainer is None:
         return {"result": "skipped", "reason": "no Apptainer runtime"}
-    from pipeline.tools import sylabs_library as library  # only runs when a library is configured
-
     container = repository.rsplit("/", 1)[-1]
     reference = f"{ctx.library_collection}/{container}:{tag}"
+    key = ctx.secrets.signing_key
+    signing = (library.Signing(key, ctx.secrets.signing_passphrase) if key is not None
+               else None)
     log(f"pushing {state.sif.name} to library://{reference} at {endpoint}")
     try:
         pushed = library.push(ctx.apptainer, state.sif, reference, endpoint,
-                              ctx.secrets.library_token, log, ctx.secrets.signing_key,
-                              ctx.secrets.signing_passphrase)
+                              ctx.secrets.library_token, log, signing=signing)
     except library.LibraryPushFailed as err:
         raise PublishFailed(ctx.secrets.mask(str(err))) from None
     return {"result": "published", "reference": f"library://{reference}", "endpoint": endpoint,

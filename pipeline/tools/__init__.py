@@ -1,1 +1,2 @@
-"""Adapters for the outside world: Docker, registries, Apptainer, the Sylabs library, git, upstream OSes."""
+"""Adapters for the outside world: Docker, registries, Apptainer, the Sylabs library, git,
+upstream OSes."""

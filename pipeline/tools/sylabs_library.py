@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -44,8 +45,16 @@ class LibraryPushFailed(RuntimeError):
     """Signing or pushing failed; the message holds neither the token nor the passphrase."""
 
 
+@dataclass(frozen=True)
+class Signing:
+    """What a SIF is signed with: an OpenPGP private key file and its passphrase."""
+
+    key: Path
+    passphrase: str | None = None
+
+
 def push(apptainer: Apptainer, sif: Path, reference: str, endpoint: str, token: str, log: Log,
-         signing_key: Path | None = None, passphrase: str | None = None) -> str:
+         *, signing: Signing | None = None) -> str:
     """Push ``sif`` to ``library://<reference>`` at ``endpoint``; return its ``sha256:<hex>``.
 
     ``reference`` is ``entity/collection/container:tag`` (the ``library://`` prefix is
@@ -58,22 +67,23 @@ def push(apptainer: Apptainer, sif: Path, reference: str, endpoint: str, token: 
     sif = sif.resolve()
     if not sif.is_file():
         raise LibraryPushFailed(f"no SIF to push at {sif}")
+    passphrase = signing.passphrase if signing is not None else None
     secrets = [s for s in (token, passphrase) if s]
     with ExitStack() as stack:
         config = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="library-push-")))
         _write_remote(config / "remote.yaml", endpoint, token)
-        binds, pushed = [sif.parent, config], sif
-        if signing_key is not None:
+        runner = _Runner(apptainer, config, [sif.parent, config], log, secrets)
+        pushed = sif
+        if signing is not None:
             # Beside the SIF (so on its disk, and bound already), not in the small /tmp.
-            signing = stack.enter_context(tempfile.TemporaryDirectory(prefix=".signing-",
-                                                                      dir=sif.parent))
-            pushed = Path(signing) / sif.name
-            _sign(apptainer, sif, pushed, signing_key, passphrase, config, binds, log, secrets)
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix=".signing-",
+                                                                     dir=sif.parent))
+            pushed = Path(folder) / sif.name
+            _sign(runner, sif, pushed, signing)
         digest = sha256_file(pushed)
-        allow_unsigned = [] if signing_key is not None else ["-U"]
-        code, lines = _apptainer(apptainer, ["push", *allow_unsigned, str(pushed),
-                                             f"library://{reference}"], binds, config, log,
-                                 secrets)
+        allow_unsigned = [] if signing is not None else ["-U"]
+        code, lines = runner.run(["push", *allow_unsigned, str(pushed),
+                                  f"library://{reference}"])
     if code:
         raise LibraryPushFailed(_why(lines, reference, endpoint))
     log(f"pushed library://{reference} ({digest})")
@@ -89,11 +99,50 @@ def _write_remote(path: Path, endpoint: str, token: str) -> None:
         yaml.safe_dump(remote, out)
 
 
-def _sign(apptainer: Apptainer, sif: Path, copy: Path, key: Path, passphrase: str | None,
-          config: Path, binds: list, log: Log, secrets: list) -> None:
-    """Import ``key`` into the throwaway keyring and sign ``copy`` (a copy of ``sif``) with it."""
+@dataclass(frozen=True)
+class _Runner:
+    """Runs ``apptainer`` for one push: its throwaway config folder (``APPTAINER_CONFIGDIR``),
+    the folders it sees, where its output is logged and the secrets masked in that output."""
+
+    apptainer: Apptainer
+    config: Path
+    binds: list
+    log: Log
+    secrets: list
+
+    def run(self, args: list, stdin: str | None = None) -> tuple[int, list[str]]:
+        """``apptainer ARGS`` with ``config`` as its config folder: (exit code, output lines)."""
+        env = {**os.environ, "APPTAINER_CONFIGDIR": str(self.config)}
+        argv = self.apptainer.argv(args, self.binds)
+        if self.apptainer.kind == "container":
+            # Right after `docker run`: `-e NAME` with no value makes docker pass on its own
+            # environment's value, the one a host Apptainer would read; -i forwards the stdin.
+            extra = ["-e", "APPTAINER_CONFIGDIR", *(["-i"] if stdin is not None else [])]
+            argv = [*argv[:2], *extra, *argv[2:]]
+        self.log("$ " + " ".join(map(str, argv)))
+        lines = []
+        with subprocess.Popen(argv,
+                              stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env, errors="replace") as child:
+            if stdin is not None:
+                try:
+                    child.stdin.write(stdin)
+                    child.stdin.close()
+                except BrokenPipeError:  # it exited without asking; its output says why
+                    pass
+            for raw in child.stdout:
+                line = mask(raw.rstrip("\n"), self.secrets)
+                lines.append(line)
+                self.log(line)
+        return child.returncode, lines
+
+
+def _sign(runner: _Runner, sif: Path, copy: Path, signing: Signing) -> None:
+    """Import the key into the throwaway keyring; sign ``copy`` (a copy of ``sif``) with it."""
+    key = signing.key
     # The key's own folder is not bound; a 0600 copy sits with the token instead.
-    imported = config / "signing-key"
+    imported = runner.config / "signing-key"
     try:
         material = Path(key).read_bytes()
     except OSError as err:
@@ -101,47 +150,17 @@ def _sign(apptainer: Apptainer, sif: Path, copy: Path, key: Path, passphrase: st
                                 f"{err.strerror}") from None
     with os.fdopen(os.open(imported, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
         out.write(material)
-    answer = (passphrase or "") + "\n"
-    code, lines = _apptainer(apptainer, ["key", "import", str(imported)], binds, config, log,
-                             secrets, stdin=answer)
+    answer = (signing.passphrase or "") + "\n"
+    code, lines = runner.run(["key", "import", str(imported)], stdin=answer)
     if code:
         raise LibraryPushFailed(
             f"cannot import the signing key {key} (PIPELINE_SIGNING_KEY, an OpenPGP private "
             f"key; is PIPELINE_SIGNING_PASSPHRASE right?): {_last_error(lines)}")
     shutil.copyfile(sif, copy)
-    code, lines = _apptainer(apptainer, ["sign", "--keyidx", "0", str(copy)], binds, config,
-                             log, secrets, stdin=answer)
+    code, lines = runner.run(["sign", "--keyidx", "0", str(copy)], stdin=answer)
     if code:
         raise LibraryPushFailed(f"apptainer sign failed for {sif.name} with {key} "
                                 f"(PIPELINE_SIGNING_KEY): {_last_error(lines)}")
-
-
-def _apptainer(apptainer: Apptainer, args: list, binds: list, config: Path, log: Log,
-               secrets: list, stdin: str | None = None) -> tuple[int, list[str]]:
-    """Run ``apptainer ARGS`` with ``config`` as its config folder; (exit code, output lines)."""
-    env = {**os.environ, "APPTAINER_CONFIGDIR": str(config)}
-    argv = apptainer.argv(args, binds)
-    if apptainer.kind == "container":
-        # Right after `docker run`: `-e NAME` with no value makes docker pass on its own
-        # environment's value, the one a host Apptainer would read; -i forwards the stdin.
-        extra = ["-e", "APPTAINER_CONFIGDIR", *(["-i"] if stdin is not None else [])]
-        argv = [*argv[:2], *extra, *argv[2:]]
-    log("$ " + " ".join(map(str, argv)))
-    lines = []
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          errors="replace") as child:
-        if stdin is not None:
-            try:
-                child.stdin.write(stdin)
-                child.stdin.close()
-            except BrokenPipeError:  # it exited without asking; its output says why
-                pass
-        for line in child.stdout:
-            line = mask(line.rstrip("\n"), secrets)
-            lines.append(line)
-            log(line)
-    return child.returncode, lines
 
 
 def _why(lines: list[str], reference: str, endpoint: str) -> str:

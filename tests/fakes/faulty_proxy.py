@@ -10,11 +10,9 @@ locations the registry hands out point back at the proxy), except those the sche
 * ``cut``: forwarded, but the answer's body is cut off half-way (a dropped download);
 * ``401``: answered with a Basic challenge unless the request carries ``auth``.
 
-With ``bearer=(username, password)`` it stands in for Docker Hub's token flow, a hosted
-service that cannot run here (https://distribution.github.io/distribution/spec/auth/token/):
-requests without the token get ``401`` with a ``Bearer realm=".../token",service,scope``
-challenge; ``GET /token?service=...&scope=...`` with those Basic credentials answers
-``{"token": ...}`` for that scope; a token is accepted only for the repository of its scope.
+The client's ``Authorization`` goes on to the registry (the lab's want a login); chunked
+request bodies (the docker daemon's layer uploads) are forwarded whole.  Docker Hub's token
+flow is ``docker_hub.FakeDockerHub``'s job, not this proxy's.
 
 The schedule is a list of (predicate, fault, times): the first matching rule with times left
 fires.  ``faults`` records what fired, so a test can show the faults really happened.
@@ -22,33 +20,24 @@ fires.  ``faults`` records what fired, so a test can show the faults really happ
 
 from __future__ import annotations
 
-import base64
 import http.client
-import json
-import re
-import secrets
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 
 class FaultyProxy:
-    def __init__(self, upstream: str, schedule: list, auth: str | None = None,
-                 bearer: tuple[str, str] | None = None):
+    def __init__(self, upstream: str, schedule: list, auth: str | None = None):
         self.upstream = upstream  # host:port of the real registry
         self.schedule = [[match, fault, times] for match, fault, times in schedule]
         self.auth = auth  # the Authorization header value that is accepted, if any
-        self.bearer = bearer
-        self.tokens: dict[str, str] = {}  # token -> the repository its scope names
-        self.scopes: list[str] = []  # the scopes tokens were asked for
         self.faults: list[tuple[str, str, str]] = []
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> FaultyProxy:  # noqa: PYI034 - not subclassed
+    def __enter__(self) -> FaultyProxy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -77,6 +66,17 @@ class FaultyProxy:
                 pass
 
             def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    # The docker daemon streams layer uploads (PATCH) in chunks.
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass  # trailers
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
                 length = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(length) if length else b""
 
@@ -87,43 +87,8 @@ class FaultyProxy:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def _token(self) -> None:
-                query = parse_qs(urlsplit(self.path).query)
-                user, password = proxy.bearer
-                expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-                if self.headers.get("Authorization") != expected:
-                    self._answer(401, {})
-                    return
-                scope = query.get("scope", [""])[0]
-                proxy.scopes.append(scope)
-                token = secrets.token_hex(16)
-                proxy.tokens[token] = scope.split(":")[1] if scope.count(":") == 2 else ""
-                data = json.dumps({"token": token}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _bearer_refused(self) -> bool:
-                found = re.match(r"/v2/(.+?)/(manifests|blobs|tags)/", self.path)
-                repository = found.group(1) if found else ""
-                given = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                if given in proxy.tokens and proxy.tokens[given] == repository:
-                    return False
-                scope = f',scope="repository:{repository}:pull,push"' if repository else ""
-                self._answer(401, {"WWW-Authenticate": f'Bearer realm="http://{proxy.address}'
-                                   f'/token",service="fake-hub"{scope}'})
-                return True
-
             def _handle(self) -> None:
                 body = self._body()
-                if proxy.bearer and self.path.startswith("/token"):
-                    self._token()
-                    return
-                if proxy.bearer and self._bearer_refused():
-                    proxy._pick(self.command, self.path)
-                    return
                 if proxy.auth and self.headers.get("Authorization") != proxy.auth:
                     proxy._pick(self.command, self.path)  # recorded, but no scheduled fault
                     self._answer(401, {"WWW-Authenticate": 'Basic realm="faulty proxy"'})
@@ -139,8 +104,11 @@ class FaultyProxy:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "authorization")}
+                # The client's login goes on to the registry (the lab's want one); in ``auth``
+                # mode the proxy itself checked a login the registry does not know.
+                dropped = ("connection", "transfer-encoding", "content-length",
+                           *(("authorization",) if proxy.auth else ()))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 upstream = http.client.HTTPConnection(proxy.upstream, timeout=120)
                 upstream.request(self.command, self.path, body=body or None, headers=headers)
                 response = upstream.getresponse()
@@ -149,7 +117,9 @@ class FaultyProxy:
                 for key, value in response.getheaders():
                     if key.lower() not in ("connection", "transfer-encoding", "content-length"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD's length is the resource's, which clients read (a blob's size).
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if fault == "cut" and self.command != "HEAD":
                     self.wfile.write(data[: len(data) // 2])

@@ -16,31 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.catalogues import init_repo, write
+from tests.catalogues import init_repo, lab_catalogue, write
 from tests.integration.lab import REPO, bring_up, docker, image_config, run_pipeline
 
 HELLO = (REPO / "pipeline/stages/smoke/mpi_hello.c").read_text()
 
-CATALOGUE = """\
-repositories: {base: factorytest/base, gpu: factorytest/base, app: factorytest/app}
-targets: {local: {registry: "127.0.0.1:5000"}}
-axes:
-  os:
-    default: debian12
-    values:
-      debian12:
-        bootstrap: {suite: bookworm, mirror: "http://deb.debian.org/debian"}
-        defaults: {gcc: "12"}
-      # A registry image that is certainly absent, wherever Docker Hub can be reached or not.
-      rocky8: {image: "127.0.0.1:9/factorytest/absent-os:8", defaults: {gcc: "8"}}
-  gcc: {values: ["8", "12"]}
-  mpi:
-    default: none
-    prefix: ""
-    values:
-      none: {tag: "", family: none, version: ""}
-      ompi-4.1: {family: openmpi, version: "4.1"}
-  arch: {default: amd64, values: [amd64, arm64]}
+CATALOGUE = lab_catalogue("factorytest/base", "factorytest/app", """\
 images:
   - name: base
     kind: base
@@ -68,7 +49,7 @@ images:
     recipe: images/base/rocky
     axes: {os: [rocky8], arch: [amd64]}
     tag: "rocky"
-"""
+""")
 
 FILES = {
     "images/app/hello/Dockerfile": (
@@ -153,8 +134,9 @@ def four_ranks(out: str) -> list[int]:
 def test_mpicc_compiles_and_mpirun_runs_four_distinct_ranks_in_the_base(built, arch):
     _, jobs, _ = built
     reference = jobs[f"factorytest/base:ompi-4.1@{arch}"]["stages"]["build"]["reference"]
+    hello = REPO / "pipeline/stages/smoke/mpi_hello.c"
     out = docker("run", "--rm", "--platform", f"linux/{arch}", "-v",
-                 f"{REPO / 'pipeline/stages/smoke/mpi_hello.c'}:/tmp/hello.c:ro", reference, "sh", "-c",
+                 f"{hello}:/tmp/hello.c:ro", reference, "sh", "-c",
                  "mpicc -o /tmp/hello /tmp/hello.c && "
                  "mpirun --allow-run-as-root --oversubscribe -np 4 /tmp/hello")
     assert four_ranks(out) == [0, 1, 2, 3], out

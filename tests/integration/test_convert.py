@@ -15,27 +15,10 @@ import pytest
 
 from pipeline.tools.apptainer import find
 from pipeline.tools.docker_engine import find_build_client
-from tests.catalogues import init_repo, write
+from tests.catalogues import init_repo, lab_catalogue, write
 from tests.integration.lab import REPO, bring_up, run_pipeline
 
-CATALOGUE = """\
-repositories: {base: factorytest/sifbase, gpu: factorytest/sifbase, app: factorytest/sifapp}
-targets: {local: {registry: "127.0.0.1:5000"}}
-axes:
-  os:
-    default: debian12
-    values:
-      debian12:
-        bootstrap: {suite: bookworm, mirror: "http://deb.debian.org/debian"}
-        defaults: {gcc: "12"}
-  gcc: {values: ["12"]}
-  mpi:
-    default: none
-    prefix: ""
-    values:
-      none: {tag: "", family: none, version: ""}
-      ompi-4.1: {family: openmpi, version: "4.1"}
-  arch: {default: amd64, values: [amd64, arm64]}
+CATALOGUE = lab_catalogue("factorytest/sifbase", "factorytest/sifapp", """\
 images:
   - name: base
     kind: base
@@ -58,7 +41,7 @@ images:
     base: failing-test
     axes: {os: [debian12], arch: [amd64]}
     tag: on-failing-test
-"""
+""")
 
 FILES = {
     "images/base/plain/Dockerfile": "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n",

@@ -21,28 +21,17 @@ from pipeline.tools.docker_engine import find_build_client
 from pipeline.tools.registry.client import Registry
 from pipeline.tools.registry.references import split_reference
 from pipeline.tools.registry.staging import staging_for
-from tests.catalogues import init_repo, write
+from tests.catalogues import init_repo, lab_catalogue, write
 from tests.integration.lab import bring_up, run_pipeline
 
-CATALOGUE = """\
-repositories: {base: factorytest/sifreuse, gpu: factorytest/sifreuse, app: factorytest/sifreuse}
-targets: {local: {registry: "127.0.0.1:5000"}}
-axes:
-  os:
-    default: debian12
-    values:
-      debian12:
-        bootstrap: {suite: bookworm, mirror: "http://deb.debian.org/debian"}
-        defaults: {gcc: "12"}
-  gcc: {values: ["12"]}
-  arch: {default: amd64, values: [amd64]}
+CATALOGUE = lab_catalogue("factorytest/sifreuse", "factorytest/sifreuse", """\
 images:
   - name: plain
     kind: base
     recipe: images/base/plain
     axes: {os: [debian12], arch: [amd64]}
     tag: plain
-"""
+""")
 
 FILES = {
     "images/base/plain/Dockerfile": "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n",

@@ -25,29 +25,18 @@ import pytest
 from pipeline.names import sif_name
 from pipeline.tools.apptainer import RUN_LABEL
 from pipeline.tools.registry.client import Registry
-from tests.catalogues import init_repo, write
+from tests.catalogues import init_repo, lab_catalogue, write
 from tests.integration.lab import REPO, docker, lab_settings
 
 JOB = "factorytest/interrupt:big@amd64"
-CATALOGUE = """\
-repositories: {base: factorytest/interrupt, gpu: factorytest/interrupt, app: factorytest/interrupt}
-targets: {local: {registry: "127.0.0.1:5000"}}
-axes:
-  os:
-    default: debian12
-    values:
-      debian12:
-        bootstrap: {suite: bookworm, mirror: "http://deb.debian.org/debian"}
-        defaults: {gcc: "12"}
-  gcc: {values: ["12"]}
-  arch: {default: amd64, values: [amd64]}
+CATALOGUE = lab_catalogue("factorytest/interrupt", "factorytest/interrupt", """\
 images:
   - name: big
     kind: base
     recipe: images/big
     axes: {os: [debian12], arch: [amd64]}
     tag: big
-"""
+""")
 FILES = {
     "images/big/Dockerfile": ("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY .test-run /\n"
                               "RUN head -c 200000000 /dev/urandom > /big.bin\n"),

@@ -107,7 +107,7 @@ def test_signed_push_verifies_and_leaves_the_sif_alone(apptainer, sif, pgp_key, 
     lines: list[str] = []
     before = sha256(sif)
     digest = library.push(apptainer, sif, "factory/hpc/tiny:signed", server.url, TOKEN,
-                          lines.append, pgp_key, PASSPHRASE)
+                          lines.append, signing=library.Signing(pgp_key, PASSPHRASE))
 
     stored = server.images["factory/hpc/tiny:signed"]
     assert digest == "sha256:" + hashlib.sha256(stored).hexdigest()
@@ -126,8 +126,8 @@ def test_signed_push_verifies_and_leaves_the_sif_alone(apptainer, sif, pgp_key, 
 def test_a_wrong_passphrase_stops_before_the_push(apptainer, sif, pgp_key, server):
     lines: list[str] = []
     with pytest.raises(library.LibraryPushFailed) as failed:
-        library.push(apptainer, sif, REFERENCE, server.url, TOKEN, lines.append, pgp_key,
-                     "not-" + PASSPHRASE)
+        library.push(apptainer, sif, REFERENCE, server.url, TOKEN, lines.append,
+                     signing=library.Signing(pgp_key, "not-" + PASSPHRASE))
 
     assert "PIPELINE_SIGNING_PASSPHRASE" in str(failed.value)
     assert PASSPHRASE not in str(failed.value) + "\n".join(lines)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -34,42 +35,28 @@ from pipeline.tools.credentials import Secrets
 from pipeline.tools.digests import sha256_file
 from pipeline.tools.docker_engine import find_build_client
 from pipeline.tools.registry.client import Credentials, Registry, RetryPolicy
-from tests.catalogues import init_repo, write
-from tests.fakes.fake_library import FakeLibrary
+from tests.catalogues import init_repo, lab_catalogue, write
 from tests.fakes.docker_hub import FakeDockerHub
+from tests.fakes.fake_library import FakeLibrary
 from tests.fakes.faulty_proxy import FaultyProxy
 from tests.integration.lab import bring_up, docker, trusted, trusted_login
 
-CATALOGUE = """\
-repositories: {{base: {ns}/base, gpu: {ns}/base, app: {ns}/app}}
-targets:
-  local:
-    registry: "127.0.0.1:5000"
-  hub:
-    registry: "{hub}"
-    library: {{endpoint: "{library}", collection: factorytest/lib}}
-default_target: hub
-axes:
-  os:
-    default: debian12
-    values:
-      debian12:
-        bootstrap: {{suite: bookworm, mirror: "http://deb.debian.org/debian"}}
-        defaults: {{gcc: "12"}}
-  gcc: {{values: ["12"]}}
-  mpi:
-    default: none
-    prefix: ""
-    values:
-      none: {{tag: "", family: none, version: ""}}
-  arch: {{default: amd64, values: [amd64, arm64]}}
+IMAGES = """\
 images:
   - name: plain
     kind: base
     recipe: images/base/plain
-    axes: {{os: [debian12], arch: [amd64, arm64]}}
+    axes: {os: [debian12], arch: [amd64, arm64]}
     tag: plain
 """
+
+
+def catalogue(namespace: str, hub: str, library: str) -> str:
+    """The lab's catalogue header, with the fake Docker Hub as the default target."""
+    targets = (f'targets:\n  local: {{registry: "127.0.0.1:5000"}}\n  hub:\n    registry: "{hub}"\n'
+               f'    library: {{endpoint: "{library}", collection: factorytest/lib}}\n'
+               "default_target: hub\n")
+    return lab_catalogue(f"{namespace}/base", f"{namespace}/app", IMAGES, targets)
 
 FILES = {
     "images/base/plain/Dockerfile": "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
@@ -91,8 +78,6 @@ def run(root: Path, out: Path, *extra: str, env: dict | None = None) -> tuple[in
 
 
 def _env() -> dict:
-    import os
-
     return {k: v for k, v in os.environ.items()
             if not k.startswith(("PIPELINE_LIBRARY", "PIPELINE_REGISTRY_"))}
 
@@ -119,7 +104,7 @@ def published(tmp_path_factory):
                         writable=(namespace,), token_lifetime=3.0, token_503_every=7,
                         upstream_login=(login.username, login.password))
     with hub, FakeLibrary(LIBRARY_TOKEN) as library:
-        write(root, CATALOGUE.format(ns=namespace, library=library.url, hub=hub.address),
+        write(root, catalogue(namespace, hub.address, library.url),
               {**FILES, "images/base/plain/.test-run": uuid.uuid4().hex})
         (root / ".gitignore").write_text("out/\n")
         init_repo(root)
@@ -275,11 +260,20 @@ def _context(published, registry: Registry, secrets: Secrets | None = None) -> P
                           settings.lab_dir / "scratch", "test", "2026-01-01T00:00:00Z")
 
 
+def blob_put(method: str, path: str) -> bool:
+    return method == "PUT" and "/blobs/uploads/" in path
+
+
+def blob_get(method: str, path: str) -> bool:
+    return method == "GET" and "/blobs/sha256:" in path
+
+
+def manifest_put(method: str, path: str) -> bool:
+    return method == "PUT" and "/manifests/" in path
+
+
 def test_publishing_through_faults_loses_and_corrupts_nothing(published, tmp_path):
     repo = published["repo"].replace("/base", "/through-proxy")
-    blob_put = lambda m, p: m == "PUT" and "/blobs/uploads/" in p
-    blob_get = lambda m, p: m == "GET" and "/blobs/sha256:" in p
-    manifest_put = lambda m, p: m == "PUT" and "/manifests/" in p
     schedule = [(blob_put, "503", 2), (blob_put, "drop", 1), (blob_get, "cut", 2),
                 (manifest_put, "429", 2), (manifest_put, "503", 1),
                 (lambda m, p: m == "HEAD", "drop", 2)]
@@ -308,7 +302,10 @@ def test_publishing_through_faults_loses_and_corrupts_nothing(published, tmp_pat
 def test_a_publish_that_failed_half_way_resumes_without_uploading_again(published):
     repo = published["repo"].replace("/base", "/resumed")
     # The registry keeps failing once the images and SIFs are up, when the index is pushed.
-    index_put = lambda m, p: m == "PUT" and f"/v2/{repo}/manifests/plain-" in p
+
+    def index_put(method: str, path: str) -> bool:
+        return method == "PUT" and f"/v2/{repo}/manifests/plain-" in path
+
     with FaultyProxy("127.0.0.1:5000", [(index_put, "503", 100)]) as proxy:
         target = Registry(proxy.address, trusted_login(),
                           policy=RetryPolicy(attempts=2, total_seconds=10))

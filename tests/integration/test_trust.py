@@ -25,31 +25,15 @@ from pipeline.planning.planner import plan_with_catalogue
 from pipeline.tools.registry.client import Registry
 from pipeline.tools.registry.staging import staging_for
 from pipeline.tools.upstream import Upstream
-from tests.catalogues import init_repo, write
+from tests.catalogues import init_repo, lab_catalogue, write
 from tests.integration.lab import DOCKER, REPO, bring_up, docker
 
-CATALOGUE = """\
-repositories: {{base: {ns}/base, gpu: {ns}/base, app: {ns}/app}}
-targets: {{local: {{registry: "127.0.0.1:5000"}}}}
-axes:
-  os:
-    default: debian12
-    values:
-      debian12:
-        bootstrap: {{suite: bookworm, mirror: "http://deb.debian.org/debian"}}
-        defaults: {{gcc: "12"}}
-  gcc: {{values: ["12"]}}
-  mpi:
-    default: none
-    prefix: ""
-    values:
-      none: {{tag: "", family: none, version: ""}}
-  arch: {{default: amd64, values: [amd64]}}
+IMAGES = """\
 images:
   - name: victim
     kind: base
     recipe: images/base/victim
-    axes: {{os: [debian12], arch: [amd64]}}
+    axes: {os: [debian12], arch: [amd64]}
     tag: victim
 """
 
@@ -62,7 +46,8 @@ SHELL ["/bin/bash", "-c"]
 RUN for target in $TARGETS; do host=${target%:*}; port=${target#*:}; \
       for path in /v2/$NS/base/blobs/uploads/ /v2/factory-staging/$NS/base/blobs/uploads/ \
                   /v2/factory-staging-pr/$NS/base/blobs/uploads/; do \
-        if ! exec 3<>/dev/tcp/$host/$port; then echo "ATTACK $target$path unreachable"; continue; fi; \
+        if ! exec 3<>/dev/tcp/$host/$port; then \
+          echo "ATTACK $target$path unreachable"; continue; fi; \
         printf 'POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' \
           "$path" "$target" >&3; \
         read -r status <&3; echo "ATTACK $target$path $status"; exec 3>&-; \
@@ -86,7 +71,7 @@ def attacked(tmp_path_factory):
     ns = f"factorytest-{uuid.uuid4().hex[:8]}"
     files = {"images/base/victim/Dockerfile": HONEST,
              "images/base/victim/.test-run": uuid.uuid4().hex}
-    write(root, CATALOGUE.format(ns=ns), files)
+    write(root, lab_catalogue(f"{ns}/base", f"{ns}/app", IMAGES), files)
     (root / ".gitignore").write_text("out/\n")
     init_repo(root)
     job_id = f"{ns}/base:victim@amd64"

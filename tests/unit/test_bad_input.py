@@ -48,7 +48,7 @@ def test_key_given_twice(tmp_path, capsys):
     ('reason: deb12 offers gcc 8, 11 and 12', 'reason: deb12\n    because: x', "because:",
      "unknown key 'because' in constraints[0]; allowed keys: if, reason, then"),
 ])
-def test_unknown_keys_anywhere(tmp_path, capsys, old, new, needle, expected):  # noqa: PLR0913, PLR0917
+def test_unknown_keys_anywhere(tmp_path, capsys, old, new, needle, expected):
     text = BASIC.replace(old, new, 1)
     assert run_plan(tmp_path, text, capsys) == [f"matrix.yaml:{line_of(text, needle)}: {expected}"]
 
@@ -63,7 +63,7 @@ def test_unknown_keys_anywhere(tmp_path, capsys, old, new, needle, expected):  #
     ("    base: base\n", "    base: true\n", "base: true",
      "images[1].base: name the base image, or give {image: NAME, match: [axes...]}"),
 ])
-def test_wrong_types(tmp_path, capsys, old, new, needle, expected):  # noqa: PLR0913, PLR0917
+def test_wrong_types(tmp_path, capsys, old, new, needle, expected):
     text = BASIC.replace(old, new, 1)
     if expected is None:
         matrix = write(tmp_path, text)

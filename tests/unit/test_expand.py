@@ -1,4 +1,5 @@
-"""Expansion: product of axes, exclude, include (GitHub Actions semantics), defaults, constraints."""
+"""Expansion: product of axes, exclude, include (GitHub Actions semantics), defaults,
+constraints."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def test_exclude_removes_every_matching_combination(tmp_path):
         "mpi: [none, ompi-4.1], arch: [amd64, arm64]}\n"
         "    exclude: [{os: deb13, arch: arm64}, {gcc: \"8\", mpi: none}]\n", 1)
     result = cells_of(tmp_path, text)
-    assert not [c for c in result.cells if c.values["os"] == "deb13" and c.values["arch"] == "arm64"]
+    assert not [c for c in result.cells
+                if c.values["os"] == "deb13" and c.values["arch"] == "arm64"]
     assert not [c for c in result.cells if c.values["gcc"] == "8" and c.values["mpi"] == "none"]
     assert len(result.cells) == 20 - 6 - 3  # 6 deb13/arm64, then 3 more gcc-8/none
 

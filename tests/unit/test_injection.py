@@ -79,8 +79,8 @@ def test_a_line_break_in_an_include_extra_is_refused_with_its_line(tmp_path, cap
     ("recipe: images/app", 'recipe: "images/app\\n"', "images/app\\n", "images[1].recipe",
      "U+000A (line feed)"),
 ])
-def test_control_characters_are_refused_in_every_value(  # noqa: PLR0913, PLR0917
-        tmp_path, capsys, old, new, needle, where, what):
+def test_control_characters_are_refused_in_every_value(
+        tmp_path, capsys, *, old, new, needle, where, what):
     text = BASIC.replace(old, new, 1)
     assert text != BASIC
     assert refused(tmp_path, capsys, text) == [
@@ -140,8 +140,8 @@ LEAVES = "leaves the repository; paths are relative to matrix.yaml and stay insi
     ("    recipe: images/app\n", '    recipe: images/app\n    inputs: [ok, /etc/hostname]\n',
      "inputs", "images[1].inputs[1]", "/etc/hostname"),
 ])
-def test_paths_out_of_the_repository_are_refused(  # noqa: PLR0913, PLR0917
-        tmp_path, capsys, old, new, needle, where, path):
+def test_paths_out_of_the_repository_are_refused(
+        tmp_path, capsys, *, old, new, needle, where, path):
     text = BASIC.replace(old, new, 1)
     errors = refused(tmp_path / "repo", capsys, text, {"ok": "x"})
     assert errors == [f"matrix.yaml:{line_of(text, needle)}: {where}: '{path}' {LEAVES}"]

@@ -83,20 +83,22 @@ def test_services_are_started_detached_and_stopped_by_their_pid(tmp_path):
 def test_a_service_that_dies_at_once_is_reported_with_its_log(tmp_path):
     service = services.Service("bad", (sys.executable, "-c", "import sys; sys.exit(4)"),
                               ready=lambda: False, timeout=10)
-    with pytest.raises(RuntimeError, match="bad exited with code 4; see .*bad.log"):
+    with pytest.raises(RuntimeError, match=r"bad exited with code 4; see .*bad.log"):
         services.start(service, tmp_path / "run", tmp_path / "logs")
 
 
 def test_registry_address_comes_from_the_environment():
     assert Settings.from_env(REPO, {}).registry == "127.0.0.1:5000"
-    assert Settings.from_env(REPO, {"PIPELINE_REGISTRY": "127.0.0.2:5001"}).registry == "127.0.0.2:5001"
+    assert Settings.from_env(
+        REPO, {"PIPELINE_REGISTRY": "127.0.0.2:5001"}).registry == "127.0.0.2:5001"
     with pytest.raises(InputError, match="PIPELINE_BUILDER"):
         Settings.from_env(REPO, {"PIPELINE_BUILDER": "kaniko"})
 
 
 def test_mirror_mapping():
     mirrors = parse_mirrors("docker.io=mirror.site:5000, quay.io=q.site")
-    assert mirrored("docker.io/library/rockylinux:8", mirrors) == "mirror.site:5000/library/rockylinux:8"
+    assert (mirrored("docker.io/library/rockylinux:8", mirrors)
+            == "mirror.site:5000/library/rockylinux:8")
     assert mirrored("quay.io/rockylinux/rockylinux:8", mirrors) == "q.site/rockylinux/rockylinux:8"
     assert mirrored("ghcr.io/x/y:1", mirrors) == "ghcr.io/x/y:1"
     with pytest.raises(InputError, match="is not REGISTRY=MIRROR"):

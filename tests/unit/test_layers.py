@@ -1,6 +1,7 @@
 """The package's layers: imports go down, never up and never in a circle.
 
-    cli -> run -> stages / lab -> planning -> tools -> catalogue -> (errors, settings, names, console)
+    cli -> run -> stages / lab -> planning -> tools -> catalogue
+        -> (errors, settings, names, console)
 
 A module may also import modules of its own package.  Imports inside functions count.
 """

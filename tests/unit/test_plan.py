@@ -68,7 +68,8 @@ def test_file_mode_is_an_input(tmp_path):
 
 
 def test_extra_inputs_go_into_the_build_id(tmp_path):
-    text = BASIC.replace("    recipe: images/app\n", "    recipe: images/app\n    inputs: [shared]\n")
+    text = BASIC.replace("    recipe: images/app\n",
+                         "    recipe: images/app\n    inputs: [shared]\n")
     matrix = write(tmp_path, text, {"shared/hello.c": "int main(void){return 0;}\n"})
     before = plan(matrix)
     (tmp_path / "shared/hello.c").write_text("int main(void){return 1;}\n")
@@ -82,7 +83,8 @@ def test_select_keeps_matches_and_what_they_need(tmp_path):
     assert list(jobs) == ["t/base:ompi-4.1@arm64", "t/app:app-2022@arm64"]
     assert "needs it" in jobs["t/base:ompi-4.1@arm64"].reason
     assert set(plan(tmp_path / "matrix.yaml", select=["*@arm64", "t/base:deb13@*"])) == {
-        i for i in plan(tmp_path / "matrix.yaml") if i.endswith("@arm64") or i.startswith("t/base:deb13@")}
+        i for i in plan(tmp_path / "matrix.yaml")
+        if i.endswith("@arm64") or i.startswith("t/base:deb13@")}
 
 
 def test_json_contract(tmp_path, capsys):

@@ -1,4 +1,3 @@
-# ruff: noqa: PLR2004 - HTTP statuses and request counts read best as numbers
 """Token authentication against a Docker-Hub-like fake: pulls, pushes, mounts, expiry.
 
 No Docker and no network beyond 127.0.0.1: FakeDockerHub serves its in-memory registry,

@@ -8,7 +8,8 @@ from pipeline.catalogue.tags import MAX_TAG, check_tag, version_key
 from tests.catalogues import BASIC, plan, write
 
 WITH_CUDA = BASIC.replace(
-    'axes: {os: [deb12, deb13], gcc: ["8", "12", "14"], mpi: [none, ompi-4.1], arch: [amd64, arm64]}',
+    'axes: {os: [deb12, deb13], gcc: ["8", "12", "14"], mpi: [none, ompi-4.1], '
+    'arch: [amd64, arm64]}',
     'axes: {os: [deb12, deb13], gcc: ["8", "12", "14"], cuda: [none, "10.2"], '
     'mpi: [none, ompi-4.0, ompi-4.1], arch: [amd64, arm64]}')
 

@@ -26,6 +26,7 @@ import hashlib
 import tempfile
 import threading
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -162,7 +163,7 @@ class Registry:
             response = self._session.get(f"{self.base}/v2/", timeout=5)
         except requests.RequestException:
             return False
-        return response.status_code in (200, 401)
+        return response.status_code in (HTTPStatus.OK, HTTPStatus.UNAUTHORIZED)
 
     def _send(self, method: str, url: str, repository: str, *, headers=None, data=None,
               stream=False, params=None) -> requests.Response:
@@ -188,7 +189,7 @@ class Registry:
                     requests.exceptions.ChunkedEncodingError) as err:
                 raise Transient(f"{method} {repository}: connection failed "
                                 f"({type(err).__name__})") from None
-            if response.status_code != 401:
+            if response.status_code != HTTPStatus.UNAUTHORIZED:
                 break
             try:
                 if not self.auth.answer(response.headers.get("WWW-Authenticate", ""), needed):
@@ -197,13 +198,13 @@ class Registry:
                 raise Transient(str(err), err.retry_after) from None
             except TokenServiceError as err:
                 raise RegistryError(f"registry {self.host}: {err}") from None
-        if response.status_code == 429:
+        if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
             raise Transient(f"{method} {repository}: 429 too many requests",
                             _retry_after(response))
-        if response.status_code >= 500:
+        if response.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR:
             raise Transient(f"{method} {repository}: HTTP {response.status_code}",
                             _retry_after(response))
-        if response.status_code in (401, 403):
+        if response.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             raise RegistryAuthError(self._auth_message(response.status_code, repository))
         return response
 
@@ -212,7 +213,7 @@ class Registry:
         if not creds.given:
             what = (f"no credentials were given: set {creds.username_var} and "
                     f"{creds.password_var}")
-        elif status == 401:
+        elif status == HTTPStatus.UNAUTHORIZED:
             what = (f"the credentials in {creds.username_var}/{creds.password_var} were "
                     "refused; check them")
         else:
@@ -233,9 +234,9 @@ class Registry:
         def attempt():
             response = self._send("GET", f"/v2/{repository}/manifests/{reference}", repository,
                                   headers={"Accept": MANIFEST_TYPES})
-            if response.status_code == 404:
+            if response.status_code == HTTPStatus.NOT_FOUND:
                 return None
-            self._expect(response, (200,), f"GET manifest {repository}:{reference}")
+            self._expect(response, (HTTPStatus.OK,), f"GET manifest {repository}:{reference}")
             body = response.content
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
             if reference.startswith("sha256:") and digest != reference:
@@ -248,9 +249,9 @@ class Registry:
         def attempt():
             response = self._send("HEAD", f"/v2/{repository}/manifests/{reference}", repository,
                                   headers={"Accept": MANIFEST_TYPES})
-            if response.status_code == 404:
+            if response.status_code == HTTPStatus.NOT_FOUND:
                 return None
-            self._expect(response, (200,), f"HEAD manifest {repository}:{reference}")
+            self._expect(response, (HTTPStatus.OK,), f"HEAD manifest {repository}:{reference}")
             return response.headers.get("Docker-Content-Digest")
         return self.call(attempt)
 
@@ -258,9 +259,9 @@ class Registry:
         """The repository's tags (empty when it does not exist)."""
         def attempt():
             response = self._send("GET", f"/v2/{repository}/tags/list", repository)
-            if response.status_code == 404:
+            if response.status_code == HTTPStatus.NOT_FOUND:
                 return []
-            self._expect(response, (200,), f"GET tags of {repository}")
+            self._expect(response, (HTTPStatus.OK,), f"GET tags of {repository}")
             try:
                 return list(response.json().get("tags") or [])
             except ValueError:
@@ -276,7 +277,8 @@ class Registry:
         def attempt():
             response = self._send("PUT", f"/v2/{repository}/manifests/{reference}", repository,
                                   headers={"Content-Type": media_type}, data=body)
-            self._expect(response, (200, 201), f"PUT manifest {repository}:{reference}")
+            self._expect(response, (HTTPStatus.OK, HTTPStatus.CREATED),
+                         f"PUT manifest {repository}:{reference}")
             return response.headers.get("Docker-Content-Digest", digest)
         answered = self.call(attempt)
         if answered != digest:
@@ -288,7 +290,7 @@ class Registry:
     def has_blob(self, repository: str, digest: str) -> bool:
         def attempt():
             response = self._send("HEAD", f"/v2/{repository}/blobs/{digest}", repository)
-            return response.status_code == 200
+            return response.status_code == HTTPStatus.OK
         return self.call(attempt)
 
     def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
@@ -296,9 +298,9 @@ class Registry:
         def attempt():
             response = self._send("POST", f"/v2/{repository}/blobs/uploads/", repository,
                                   params={"mount": digest, "from": source_repository})
-            if response.status_code == 201:
+            if response.status_code == HTTPStatus.CREATED:
                 return True
-            self._expect(response, (202,), f"mount {digest} into {repository}")
+            self._expect(response, (HTTPStatus.ACCEPTED,), f"mount {digest} into {repository}")
             # Declined: close the upload session it opened instead.
             location = response.headers.get("Location")
             if location:
@@ -312,13 +314,13 @@ class Registry:
 
         def attempt():
             response = self._send("POST", f"/v2/{repository}/blobs/uploads/", repository)
-            self._expect(response, (202,), f"start upload to {repository}")
+            self._expect(response, (HTTPStatus.ACCEPTED,), f"start upload to {repository}")
             location = response.headers["Location"]
             with open(path, "rb") as handle:
                 response = self._send("PUT", location, repository, params={"digest": digest},
                                       headers={"Content-Type": "application/octet-stream",
                                                "Content-Length": str(size)}, data=handle)
-            self._expect(response, (201,), f"upload {digest} to {repository}")
+            self._expect(response, (HTTPStatus.CREATED,), f"upload {digest} to {repository}")
         self.call(attempt)
 
     def upload_bytes(self, repository: str, body: bytes) -> str:
@@ -336,7 +338,7 @@ class Registry:
         def attempt():
             response = self._send("GET", f"/v2/{repository}/blobs/{digest}", repository,
                                   stream=True)
-            self._expect(response, (200,), f"GET blob {digest} of {repository}")
+            self._expect(response, (HTTPStatus.OK,), f"GET blob {digest} of {repository}")
             hasher = hashlib.sha256()
             try:
                 with open(target, "wb") as handle:
@@ -355,7 +357,7 @@ class Registry:
         """A small blob (a config), checked against its digest."""
         def attempt():
             response = self._send("GET", f"/v2/{repository}/blobs/{digest}", repository)
-            self._expect(response, (200,), f"GET blob {digest} of {repository}")
+            self._expect(response, (HTTPStatus.OK,), f"GET blob {digest} of {repository}")
             if "sha256:" + hashlib.sha256(response.content).hexdigest() != digest:
                 raise Transient(f"blob {digest} of {repository} arrived corrupted")
             return response.content

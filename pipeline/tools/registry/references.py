@@ -26,7 +26,8 @@ def base_url(registry: str) -> str:
 
 
 def split_reference(reference: str) -> tuple[str, str, str]:
-    """``x:1`` -> (``docker.io``, ``library/x``, ``1``); ``Registry`` knows Docker Hub's API host."""
+    """``x:1`` -> (``docker.io``, ``library/x``, ``1``); ``Registry`` knows Docker Hub's API
+    host."""
     first, _, rest = reference.partition("/")
     if not rest or not ("." in first or ":" in first or first == "localhost"):
         first, rest = "docker.io", reference

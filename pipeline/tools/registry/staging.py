@@ -15,11 +15,12 @@ Two kinds, never mixed:
 
 Where the settings come from, first found wins:
 
-| what | CI / explicit | the lab |
-|---|---|---|
-| registry | ``PIPELINE_STAGING`` (trusted) / ``PIPELINE_PR_STAGING`` (pr) | ``PIPELINE_REGISTRY`` / ``PIPELINE_PR_REGISTRY`` |
-| login | ``PIPELINE_STAGING_USERNAME`` + ``PIPELINE_STAGING_PASSWORD`` | ``.lab/registry[-pr]/credentials.json`` |
-| attestation key | ``PIPELINE_STAGING_KEY`` | ``.lab/registry/attestation.key`` |
+* registry: in CI or given explicitly, ``PIPELINE_STAGING`` (trusted) /
+  ``PIPELINE_PR_STAGING`` (pr); in the lab, ``PIPELINE_REGISTRY`` / ``PIPELINE_PR_REGISTRY``.
+* login: in CI or given explicitly, ``PIPELINE_STAGING_USERNAME`` +
+  ``PIPELINE_STAGING_PASSWORD``; in the lab, ``.lab/registry[-pr]/credentials.json``.
+* attestation key: in CI or given explicitly, ``PIPELINE_STAGING_KEY``; in the lab,
+  ``.lab/registry/attestation.key``.
 """
 
 from __future__ import annotations
@@ -118,6 +119,13 @@ class Staging:
                     f"{str(labels.get(BUILD_ID))[:12]}, not {job_id} at {build_id[:12]}")
         if not self.trusted:
             return None
+        return self._attestation_problem(registry, repository, tag,
+                                         _record(repository, tag, digest, build_id, job_id))
+
+    def _attestation_problem(self, registry: Registry, repository: str, tag: str,
+                             expected: bytes) -> str | None:
+        """Why the attestation of ``repository:tag`` does not vouch for the ``expected``
+        record, or None when it does."""
         found = registry.manifest(repository, f"{tag}.att")
         if found is None:
             return "no attestation: it was not staged by a trusted (main/nightly) run"
@@ -129,7 +137,7 @@ class Staging:
             return "its attestation cannot be read"
         if not hmac.compare_digest(mac, self._mac(record)):
             return "its attestation is not signed with this factory's staging key"
-        if record != _record(repository, tag, digest, build_id, job_id):
+        if record != expected:
             return "its attestation is for another image, build_id or job"
         return None
 
