@@ -206,7 +206,9 @@ class FakeDockerHub:
                 self.tokens[token] = grant
                 issued = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 body = {"token": token, "access_token": token,
-                        "expires_in": self.token_lifetime,
+                        # An integer, as Docker Hub sends it: Docker's own client refuses
+                        # anything else ("cannot unmarshal number 3.0").
+                        "expires_in": max(1, round(self.token_lifetime)),
                         "issued_at": issued.replace("+00:00", "Z")}
             self.token_requests.append(TokenRequest(scopes, user, authenticated, status))
         return status, headers, body

@@ -65,6 +65,16 @@ class FaultyProxy:
             def log_message(self, *args) -> None:
                 pass
 
+            def handle_one_request(self) -> None:
+                # BuildKit tries https first and falls back to http only on the answer Go's
+                # own plain-http servers (the real registry) give to a TLS hello.
+                if self.rfile.peek(1)[:1] == b"\x16":
+                    self.wfile.write(b"HTTP/1.0 400 Bad Request\r\n\r\n"
+                                     b"Client sent an HTTP request to an HTTPS server.\n")
+                    self.close_connection = True
+                    return
+                super().handle_one_request()
+
             def _body(self) -> bytes:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     # The docker daemon streams layer uploads (PATCH) in chunks.

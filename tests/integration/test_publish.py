@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,9 @@ def published(tmp_path_factory):
         code, summary, output = run(root, root / "out", "--mode", "main", "-j", "2",
                                     env={"PIPELINE_LIBRARY_TOKEN": LIBRARY_TOKEN, **HUB_LOGIN})
         assert code == 0, output
+        # The read-backs below use docker, skopeo and apptainer, whose retries are not the
+        # factory's business: from here on the token service stays up.
+        hub.token_503_every = 0
         yield {"settings": settings, "root": root, "repo": f"{namespace}/base",
                "summary": summary, "jobs": {j["id"]: j for j in summary["jobs"]},
                "output": output, "library": library, "hub": hub}
@@ -119,9 +123,9 @@ def published(tmp_path_factory):
 def test_publishing_followed_docker_hub_s_token_rules(published):
     """What made the Docker Hub upload bug invisible with a fake that always said yes."""
     hub, repo = published["hub"], published["repo"]
-    errors = {seen.error for seen in hub.requests if seen.status == 401}
-    assert "insufficient_scope" in errors  # a pull token met an upload, and was widened
-    assert "invalid_token" in errors  # tokens expired mid-run, and were renewed
+    # Tokens live 3 s: the publish outlived them, so the same scopes were asked for again.
+    granted = Counter(r.scopes for r in hub.token_requests if r.status == 200)
+    assert max(granted.values()) >= 2, granted
     assert any(r.status == 503 for r in hub.token_requests)  # the token service failed
     asked = {scope for r in hub.token_requests for scope in r.scopes}
     assert f"repository:{repo}:pull,push" in asked
@@ -189,7 +193,7 @@ def test_each_arch_s_sif_is_in_the_library_and_the_token_is_in_no_log(published)
         image = stored[("factorytest/lib/base:plain", arch)]
         assert "sha256:" + hashlib.sha256(image.data).hexdigest() == sha256_file(Path(job["sif"]))
     out = published["root"] / "out"
-    logs = "".join(p.read_text() for p in (out / "logs").iterdir())
+    logs = "".join(p.read_text() for p in (out / "logs").rglob("*.log"))
     assert LIBRARY_TOKEN not in logs + published["output"] + (out / "summary.json").read_text()
 
 

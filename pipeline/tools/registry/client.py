@@ -71,6 +71,11 @@ class Credentials:
     def given(self) -> bool:
         return bool(self.username and self.password)
 
+    @property
+    def where(self) -> str:
+        """Where the credentials came from, for messages: the variables, or a file."""
+        return "/".join(filter(None, (self.username_var, self.password_var)))
+
     def __repr__(self) -> str:  # never print the password, even in a traceback
         return f"Credentials(username={self.username!r}, password=***)"
 
@@ -214,11 +219,9 @@ class Registry:
             what = (f"no credentials were given: set {creds.username_var} and "
                     f"{creds.password_var}")
         elif status == HTTPStatus.UNAUTHORIZED:
-            what = (f"the credentials in {creds.username_var}/{creds.password_var} were "
-                    "refused; check them")
+            what = f"the credentials in {creds.where} were refused; check them"
         else:
-            what = (f"the account in {creds.username_var} may not push to it; check its "
-                    "permissions")
+            what = f"the account in {creds.where} may not push to it; check its permissions"
         return f"registry {self.host} refused access to {repository} (HTTP {status}): {what}"
 
     def _expect(self, response: requests.Response, ok: tuple, what: str) -> requests.Response:

@@ -168,7 +168,7 @@ def key_file(lab_dir: Path) -> Path:
 
 def read_credentials(path: Path) -> Credentials:
     data = json.loads(path.read_text())
-    return Credentials(data["username"], data["password"], "the lab's login", str(path))
+    return Credentials(data["username"], data["password"], f"the lab's login file {path}", "")
 
 
 def ensure_key(lab_dir: Path) -> bytes:
