@@ -14,13 +14,9 @@ from pipeline.lab import apptainer_image, engine, host, services
 from pipeline.lab.registries import LabRegistry, ensure_login, lab_registries
 from pipeline.settings import Settings
 from pipeline.tools import apptainer, docker_engine
-from pipeline.tools.registry.client import (
-    LAB_RETRIES,
-    Registry,
-    RegistryAuthError,
-    RegistryError,
-)
+from pipeline.tools.registry.client import Registry, RegistryAuthError, RegistryError
 from pipeline.tools.registry.references import is_local
+from pipeline.tools.registry.retries import LAB_RETRIES
 
 DOCKERD_ARGS = ("dockerd", "--iptables=false", "--ip-masq=false", "--bridge=none")
 

@@ -25,7 +25,8 @@ from pipeline.planning.recipe_files import WorkTree
 from pipeline.planning.selection import parse_globs, select
 from pipeline.settings import Settings
 from pipeline.tools.credentials import Secrets
-from pipeline.tools.registry.client import Registry, RetryPolicy
+from pipeline.tools.registry.client import Registry
+from pipeline.tools.registry.retries import RetryPolicy
 from pipeline.tools.registry.staging import target_credentials
 from pipeline.tools.upstream import Upstream
 

@@ -31,8 +31,9 @@ from pipeline.tools import rootfs
 from pipeline.tools.digests import cached_sha256_file
 from pipeline.tools.docker_engine import BuildClient, push
 from pipeline.tools.oci_artifacts import INDEX_TYPES, copy_image, platform_of
-from pipeline.tools.registry.client import LAB_RETRIES, Registry, RegistryError, RetryPolicy
+from pipeline.tools.registry.client import Registry, RegistryError
 from pipeline.tools.registry.references import mirrored, registry_of, split_reference
+from pipeline.tools.registry.retries import LAB_RETRIES, RetryPolicy
 from pipeline.tools.registry.staging import Staging
 from pipeline.tools.upstream import Upstream, UpstreamUnknown
 

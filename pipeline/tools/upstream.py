@@ -35,8 +35,9 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from pipeline.settings import Settings
-from pipeline.tools.registry.client import Registry, RegistryError, RetryPolicy
+from pipeline.tools.registry.client import Registry, RegistryError
 from pipeline.tools.registry.references import mirrored, split_reference
+from pipeline.tools.registry.retries import RetryPolicy
 
 
 class UpstreamUnknown(RuntimeError):

@@ -35,7 +35,8 @@ from pipeline.tools.apptainer import find
 from pipeline.tools.credentials import Secrets
 from pipeline.tools.digests import sha256_file
 from pipeline.tools.docker_engine import find_build_client
-from pipeline.tools.registry.client import Credentials, Registry, RetryPolicy
+from pipeline.tools.registry.client import Credentials, Registry
+from pipeline.tools.registry.retries import RetryPolicy
 from tests.catalogues import init_repo, lab_catalogue, write
 from tests.fakes.docker_hub import FakeDockerHub
 from tests.fakes.fake_library import FakeLibrary

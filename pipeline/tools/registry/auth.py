@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.auth import HTTPBasicAuth
 
+from pipeline.tools.registry.retries import Transient, retry_after
+
 # The spec: "When omitted, [expires_in] defaults to 60 seconds."
 DEFAULT_LIFETIME = 60.0
 # Refresh this much before expiry (10% of the lifetime, at most 5 s), so that a token is
@@ -47,12 +49,8 @@ class TokenServiceError(RuntimeError):
     """The token service answered something unusable; retrying will not help."""
 
 
-class TokenServiceUnavailable(RuntimeError):
+class TokenServiceUnavailable(Transient):
     """The token service is down or busy: worth retrying (after ``retry_after`` seconds)."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 # -- challenges -----------------------------------------------------------------------
@@ -167,14 +165,6 @@ class _Token:
     refresh_at: float
     after_refusal: bool  # obtained because the registry refused the previous token
     uses: int = 0
-
-
-def _retry_after(headers) -> float | None:
-    value = (headers or {}).get("Retry-After", "").strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:  # absent, or an HTTP date: let the caller's backoff decide
-        return None
 
 
 def _lifetime(answer: dict) -> float:
@@ -308,7 +298,7 @@ class TokenAuth:
         status = response.status_code
         if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
             raise TokenServiceUnavailable(f"token service {where}: HTTP {status}",
-                                          _retry_after(response.headers))
+                                          retry_after(response.headers))
         if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             return None
         if status != HTTPStatus.OK:

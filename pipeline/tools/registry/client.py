@@ -36,16 +36,20 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential,
 )
 
 from pipeline.tools.registry.auth import (
     TokenAuth,
     TokenServiceError,
-    TokenServiceUnavailable,
     needed_scopes,
 )
 from pipeline.tools.registry.references import base_url, is_local
+from pipeline.tools.registry.retries import (
+    RetryPolicy,
+    Transient,
+    WaitOrRetryAfter,
+    retry_after,
+)
 
 CHUNK = 1 << 20
 MANIFEST_TYPES = ("application/vnd.oci.image.index.v1+json, "
@@ -84,45 +88,6 @@ class RegistryAuthError(RegistryError):
     """401 or 403: the credentials are missing, wrong, or may not do this."""
 
 
-class Transient(RuntimeError):
-    """A failure worth retrying; ``retry_after`` is what the registry asked to wait."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 8
-    total_seconds: float = 300.0
-    max_backoff: float = 30.0
-    max_retry_after: float = 60.0
-
-
-# The lab's own registry: a few retries, a minute at most, then "is it up?".
-LAB_RETRIES = RetryPolicy(attempts=6, total_seconds=60)
-
-
-class _Wait:
-    """Exponential backoff, or the registry's ``Retry-After`` when it sent one."""
-
-    def __init__(self, policy: RetryPolicy):
-        self.policy = policy
-        self.backoff = wait_exponential(multiplier=0.5, max=policy.max_backoff)
-
-    def __call__(self, state) -> float:
-        err = state.outcome.exception()
-        if isinstance(err, Transient) and err.retry_after is not None:
-            return min(err.retry_after, self.policy.max_retry_after)
-        return self.backoff(state)
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.strip().isdigit() else None
-
-
 class Registry:
     """One registry host; thread-safe (a session per thread, tokens shared)."""
 
@@ -146,7 +111,7 @@ class Registry:
 
     def _retrying(self) -> Retrying:
         return Retrying(retry=retry_if_exception(lambda e: isinstance(e, Transient)),
-                        wait=_Wait(self.policy), reraise=True,
+                        wait=WaitOrRetryAfter(self.policy), reraise=True,
                         stop=stop_after_attempt(self.policy.attempts)
                         | stop_after_delay(self.policy.total_seconds),
                         before_sleep=lambda s: self.log(
@@ -196,19 +161,17 @@ class Registry:
                                 f"({type(err).__name__})") from None
             if response.status_code != HTTPStatus.UNAUTHORIZED:
                 break
-            try:
+            try:  # a token service that is down raises Transient: retried like the rest
                 if not self.auth.answer(response.headers.get("WWW-Authenticate", ""), needed):
                     break
-            except TokenServiceUnavailable as err:
-                raise Transient(str(err), err.retry_after) from None
             except TokenServiceError as err:
                 raise RegistryError(f"registry {self.host}: {err}") from None
         if response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
             raise Transient(f"{method} {repository}: 429 too many requests",
-                            _retry_after(response))
+                            retry_after(response.headers))
         if response.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR:
             raise Transient(f"{method} {repository}: HTTP {response.status_code}",
-                            _retry_after(response))
+                            retry_after(response.headers))
         if response.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             raise RegistryAuthError(self._auth_message(response.status_code, repository))
         return response

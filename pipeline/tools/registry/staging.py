@@ -34,13 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.names import BUILD_ID, FACTORY
-from pipeline.tools.registry.client import (
-    LAB_RETRIES,
-    Credentials,
-    Registry,
-    RegistryError,
-    RetryPolicy,
-)
+from pipeline.tools.registry.client import Credentials, Registry, RegistryError
+from pipeline.tools.registry.retries import LAB_RETRIES, RetryPolicy
 
 TRUSTED_MODES = ("main", "nightly")
 ATTESTATION_TYPE = "application/vnd.sjtuhpc.factory.staging-attestation.v1+json"
