@@ -53,6 +53,8 @@ from pipeline.stages import build as build_stage
 from pipeline.stages import convert as convert_stage
 from pipeline.stages import test as test_stage
 from pipeline.stages.context import StageContext
+from pipeline.stages.definition import UnsafeDefinition
+from pipeline.stages.labels import UnsafeValue
 from pipeline.tools import docker_engine, processes
 from pipeline.tools.apptainer import ApptainerMissing
 from pipeline.tools.apptainer import find as find_apptainer
@@ -61,14 +63,14 @@ from pipeline.tools.git import describe
 from pipeline.tools.os_bases import BaseNotFound, OsBases
 from pipeline.tools.registry.client import RegistryError
 from pipeline.tools.registry.staging import StagingUnavailable, staging_for
-from pipeline.tools.upstream import Upstream
+from pipeline.tools.upstream import Upstream, UpstreamUnknown
 
 __all__ = ["STAGES", "Outcome", "Run", "check_stages", "default_workers", "jobs_to_run"]
 
 STAGES = ("build", "convert", "test", "publish")
 EXPECTED_FAILURES = (build_stage.BuildFailed, BaseNotFound, docker_engine.DockerUnavailable,
                      RegistryError, convert_stage.ConvertFailed, test_stage.TestsFailed,
-                     ApptainerMissing)
+                     ApptainerMissing, UnsafeDefinition, UnsafeValue, UpstreamUnknown)
 POLL = 0.5  # seconds between looks at the interrupt flag while jobs run
 
 
