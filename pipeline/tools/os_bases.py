@@ -26,6 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.names import BUILD_ID, FACTORY
 from pipeline.settings import Settings
 from pipeline.tools import rootfs
 from pipeline.tools.digests import cached_sha256_file
@@ -108,14 +109,25 @@ class OsBases:
         tag = f"{v['os']}-{arch}-{content[:16]}"
         reg, repository, lab = self.registry, self.repository, self._client(log)
         name = f"{reg}/{repository}:{tag}"
+        # An OS base is staged and attested like a job's image: its id names the OS and
+        # arch, its build_id is the root filesystem's sha256.
+        base_id, content_id = f"os/{v['os']}@{arch}", content
         digest = lab.digest(repository, tag)
+        distrust = digest and self.staging and self.staging.distrust(
+            lab, repository, tag, digest, content_id, base_id)
+        if distrust:
+            log(f"os base {v['os']}/{arch}: not reused: {name} ({digest}): {distrust}")
+            digest = None
         if digest is None:
             log(f"os base {v['os']}/{arch}: building image from {tarball.name}")
-            rootfs.build_image(self.client, tarball, name, log, platform=f"linux/{arch}")
+            rootfs.build_image(self.client, tarball, name, log, platform=f"linux/{arch}",
+                               labels={BUILD_ID: content_id, f"{FACTORY}.id": base_id})
             push(self.client.path, name, log, env=self.client.env())
             digest = lab.digest(repository, tag)
             if digest is None:
                 raise BaseNotFound(f"pushed {name} but the registry does not list it")
+            if self.staging:
+                self.staging.attest(lab, repository, tag, digest, content_id, base_id)
         return OsBase(v["os"], arch, name, f"{reg}/{repository}@{digest}", digest, identity)
 
     def _rootfs(self, v: dict, identity: str, log) -> Path:

@@ -45,10 +45,12 @@ def bootstrap(tarball: Path, suite: str, mirror: str, log: Log, *, arch: str | N
 
 
 def build_image(client: BuildClient, tarball: Path, reference: str, log: Log, *,
-                platform: str | None = None, extra: str = "") -> None:
+                platform: str | None = None, extra: str = "",
+                labels: dict | None = None) -> None:
     """Build ``reference`` FROM scratch with ``tarball`` as its root filesystem.
 
-    ``extra`` is more Dockerfile text (e.g. ``RUN`` lines), run with the host's network.
+    ``extra`` is more Dockerfile text (e.g. ``RUN`` lines), run with the host's network;
+    ``labels`` go on the image (``--label``, no Dockerfile quoting to get wrong).
     """
     with tempfile.TemporaryDirectory(dir=tarball.parent) as context:
         os.link(tarball, Path(context) / "rootfs.tar")  # no copy of a large file
@@ -57,4 +59,5 @@ def build_image(client: BuildClient, tarball: Path, reference: str, log: Log, *,
         argv = [*client.build_argv(), "-t", reference]
         argv += ["--platform", platform] if platform else []
         argv += ["--network", "host"] if extra else []
+        argv += [x for key, value in (labels or {}).items() for x in ("--label", f"{key}={value}")]
         run_logged([*argv, context], log, env=client.env())
