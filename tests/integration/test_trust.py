@@ -114,10 +114,27 @@ def attacked(tmp_path_factory):
     trusted = staging.client()
     planted = trusted.digest(f"factory-staging/{ns}/base", f"{build_id[:32]}-amd64")
     assert planted
+    # ... and an OS base under the tag main will look for, labelled as the factory labels
+    # them (the root filesystem's sha256, from the lab's cache, as the pr run made it).
+    base_tag = pr_jobs[job_id]["stages"]["build"]["base"].split("/factory-pr/os:")[1]
+    base_tag = base_tag.split("@")[0]
+    digests = [p.read_text().strip().removeprefix("sha256:")
+               for p in (settings.lab_dir / "cache" / "rootfs").glob("debian12-amd64-*.digest")]
+    content = next(d for d in digests if d.startswith(base_tag.rsplit("-", 1)[1]))
+    os_ref = f"{staging.registry}/factory/os:{base_tag}"
+    (forged / "Dockerfile").write_text(
+        "FROM scratch\nCOPY marker /planted-by-the-attacker\n"
+        f'LABEL "{BUILD_ID}"="{content}" "{FACTORY}.id"="os/debian12@amd64"\n')
+    subprocess.run([DOCKER, "build", "-q", "-t", os_ref, str(forged)], check=True,
+                   capture_output=True, env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"})
+    subprocess.run([DOCKER, "--config", str(config), "push", os_ref], check=True,
+                   capture_output=True)
+    planted_os = trusted.digest("factory/os", base_tag)
 
     # 3. The main run.
     code, main_jobs, main_output = pipeline_run(root, root / "out-main", "--mode", "main")
     return {"ns": ns, "job_id": job_id, "attack_log": attack_log, "planted": planted,
+            "planted_os": planted_os,
             "code": code, "main": main_jobs[job_id], "main_output": main_output,
             "settings": settings, "trusted": trusted}
 
@@ -141,6 +158,13 @@ def test_main_neither_reuses_nor_publishes_the_planted_image(attacked):
     index = json.loads(published[0])
     digests = {m["digest"] for m in index["manifests"]}
     assert digests == {main["image_digest"]}
+
+
+def test_main_does_not_build_on_a_planted_os_base(attacked):
+    main = attacked["main"]
+    log = Path(main["log"]).read_text()
+    assert "os base debian12/amd64: not reused" in log and "no attestation" in log
+    assert not main["stages"]["build"]["base"].endswith(attacked["planted_os"])
 
 
 def test_anonymous_clients_can_neither_read_nor_write_the_lab_registries(attacked):
