@@ -4,6 +4,8 @@
                             [--select GLOBS] [--target NAME] [--format table|json]
     python -m pipeline run  [same as plan] [--stages STAGES] [-j N] [--out DIR]
     python -m pipeline lab  up|status|down
+    python -m pipeline ci   gitlab [plan options] [--runner ARCH=TAGS ...] [--out FILE]
+    python -m pipeline ci   github [plan options] [--runner ARCH=LABEL ...]
 
 Exit codes (``pipeline/errors.py``):
 
@@ -30,16 +32,22 @@ or prints: one Masker, made here from the environment, is handed to all of it.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from pipeline.ci import github as ci_github
+from pipeline.ci import gitlab as ci_gitlab
+from pipeline.ci.levels import GITHUB_RUNNERS, GITLAB_TAGS, ci_levels, parse_runners
 from pipeline.console import make_console
 from pipeline.errors import InputError, Interrupted, Problem
 from pipeline.lab import commands as lab_commands
 from pipeline.planning.changes import MODES
 from pipeline.planning.output import plan_json, plan_table
-from pipeline.planning.planner import planned_for
+from pipeline.planning.planner import plan_with_catalogue, planned_for
+from pipeline.planning.selection import parse_globs
 from pipeline.run import scheduler
 from pipeline.run.failures import ERROR_LOG, broke, classify, first_line, known
 from pipeline.run.outcomes import jobs_exit_code
@@ -164,6 +172,27 @@ def _lab(args: argparse.Namespace, masker: Masker, interruption: Interruption) -
         return 1
 
 
+def _ci(args: argparse.Namespace, masker: Masker, interruption: Interruption) -> int:
+    """The plan as CI data.  The registry is not asked (``plan_with_catalogue``), so in
+    main/nightly jobs already published are not marked skip here yet."""
+    planned = plan_with_catalogue(Path(args.matrix), args.mode, args.changed_from,
+                                  parse_globs(args.select) if args.select else None)
+    levels = ci_levels(planned.jobs)
+    if args.forge == "gitlab":
+        text = ci_gitlab.child_pipeline(levels, args.mode,
+                                        parse_runners(args.runner, GITLAB_TAGS, tags=True))
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(out)
+        return 0
+    outputs = ci_github.matrices(levels, parse_runners(args.runner, GITHUB_RUNNERS))
+    print(json.dumps(outputs, indent=2, sort_keys=True))
+    if os.environ.get("GITHUB_OUTPUT"):
+        ci_github.write_github_output(outputs, Path(os.environ["GITHUB_OUTPUT"]))
+    return 0
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env(Path.cwd())
     if getattr(args, "out", None):
@@ -202,4 +231,20 @@ def _parser() -> argparse.ArgumentParser:
     lab_parser = sub.add_parser("lab", help="bring up, show or stop the local lab")
     lab_parser.add_argument("action", choices=("up", "status", "down"))
     lab_parser.set_defaults(func=_lab)
+    ci = sub.add_parser("ci", help="write the plan as CI data (GitLab child pipeline, "
+                        "GitHub matrices)")
+    forges = ci.add_subparsers(dest="forge", required=True)
+    for forge, runners, what in (("gitlab", GITLAB_TAGS, "the runner tags (comma-separated)"),
+                                 ("github", GITHUB_RUNNERS, "the runs-on label")):
+        forge_parser = forges.add_parser(forge, help=f"the plan for {forge}")
+        _plan_arguments(forge_parser)
+        forge_parser.add_argument(
+            "--runner", action="append", metavar="ARCH=LABEL",
+            help=f"{what} of an arch's jobs (repeatable; default: " + " ".join(
+                f"{a}={','.join(v) if isinstance(v, list) else v}"
+                for a, v in runners.items()) + ")")
+        forge_parser.set_defaults(func=_ci)
+    forges.choices["gitlab"].add_argument(
+        "--out", default="out/ci/child-pipeline.yml",
+        help="where to write the child pipeline (default: out/ci/child-pipeline.yml)")
     return parser
