@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -130,7 +131,8 @@ def test_every_need_exists_and_every_job_has_its_arch_tags(tmp_path):
     for planned in plan:
         entry = jobs[ci_name(planned.id)]
         assert entry["tags"] == GITLAB_TAGS[planned.arch]
-        assert entry["script"] == [f"python -m pipeline run --mode $MODE --only '{planned.id}'"]
+        assert entry["script"] == [
+            f"python -m pipeline run --mode $MODE --only {shlex.quote(planned.id)}"]
         assert entry["retry"] == {"max": 2, "exit_codes": [4]}
         assert entry["interruptible"] is True
         assert entry["artifacts"]["reports"] == {"junit": "out/junit.xml"}
