@@ -10,12 +10,12 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+from pipeline.tools.digests import sha256_file
 from pipeline.tools.registry.client import Registry, RegistryError
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
@@ -64,10 +64,22 @@ def copy_image(source: Registry, source_repo: str, target: Registry, target_repo
     return {"mediaType": media_type, "digest": digest, "size": len(body)}
 
 
+def image_config(registry: Registry, repository: str, digest: str) -> dict:
+    """The config of the single-arch image ``repository@digest``; KeyError when absent."""
+    found = registry.manifest(repository, digest)
+    if found is None:
+        raise KeyError(f"{repository}@{digest} is not in the registry")
+    return json.loads(registry.blob_bytes(repository, json.loads(found[0])["config"]["digest"]))
+
+
+def image_labels(registry: Registry, repository: str, digest: str) -> dict:
+    """The labels in the image's config."""
+    return (image_config(registry, repository, digest).get("config") or {}).get("Labels") or {}
+
+
 def platform_of(registry: Registry, repository: str, digest: str) -> dict:
     """``{"architecture", "os"[, "variant"]}`` from the image's config."""
-    body, _, _ = registry.manifest(repository, digest)
-    config = json.loads(registry.blob_bytes(repository, json.loads(body)["config"]["digest"]))
+    config = image_config(registry, repository, digest)
     platform = {"architecture": config["architecture"], "os": config["os"]}
     if config.get("variant"):
         platform["variant"] = config["variant"]
@@ -76,17 +88,7 @@ def platform_of(registry: Registry, repository: str, digest: str) -> dict:
 
 def image_created(registry: Registry, repository: str, digest: str) -> str | None:
     """The image's ``org.opencontainers.image.created`` label (None without one)."""
-    body, _, _ = registry.manifest(repository, digest)
-    config = json.loads(registry.blob_bytes(repository, json.loads(body)["config"]["digest"]))
-    return ((config.get("config") or {}).get("Labels") or {}).get(CREATED)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    return image_labels(registry, repository, digest).get(CREATED)
 
 
 class SifPushed(NamedTuple):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.names import BUILD_ID, FACTORY
+from pipeline.tools.oci_artifacts import image_labels
 from pipeline.tools.registry.client import Credentials, Registry, RegistryError
 from pipeline.tools.registry.retries import LAB_RETRIES, RetryPolicy
 
@@ -141,15 +142,6 @@ def _record(repository: str, tag: str, digest: str, build_id: str, job_id: str) 
     return json.dumps({"repository": repository, "tag": tag, "digest": digest,
                        "build_id": build_id, "job": job_id}, sort_keys=True,
                       separators=(",", ":")).encode()
-
-
-def image_labels(registry: Registry, repository: str, digest: str) -> dict:
-    """The labels in the image config of ``repository@digest`` (a single-arch manifest)."""
-    found = registry.manifest(repository, digest)
-    if found is None:
-        raise KeyError(f"{repository}@{digest} is not in the registry")
-    config = json.loads(registry.blob_bytes(repository, json.loads(found[0])["config"]["digest"]))
-    return config.get("config", {}).get("Labels") or {}
 
 
 # -- where staging is --------------------------------------------------------------------
