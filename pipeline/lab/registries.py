@@ -21,7 +21,6 @@ and the standard library has no bcrypt.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import bcrypt
 
 from pipeline.settings import Settings
+from pipeline.tools.private_files import write_private
 from pipeline.tools.registry.client import Credentials
 from pipeline.tools.registry.staging import read_credentials
 
@@ -79,16 +79,7 @@ def ensure_login(registry: LabRegistry) -> Credentials:
         return read_credentials(registry.credentials_file)
     user, password = USERS[registry.name], secrets.token_urlsafe(24)
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
-    _write_private(registry.htpasswd, f"{user}:{hashed}\n")
-    _write_private(registry.credentials_file, json.dumps({"username": user,
+    write_private(registry.htpasswd, f"{user}:{hashed}\n")
+    write_private(registry.credentials_file, json.dumps({"username": user,
                                                           "password": password}) + "\n")
     return Credentials(user, password)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only (replacing it atomically)."""
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.unlink(missing_ok=True)
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-        out.write(text)
-    partial.replace(path)

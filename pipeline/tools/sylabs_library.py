@@ -35,6 +35,7 @@ import yaml
 from pipeline.tools.apptainer import Apptainer
 from pipeline.tools.credentials import mask
 from pipeline.tools.digests import sha256_file
+from pipeline.tools.private_files import write_private
 from pipeline.tools.processes import Log
 
 REMOTE = "pipeline"
@@ -95,8 +96,7 @@ def _write_remote(path: Path, endpoint: str, token: str) -> None:
     remote = {"Active": REMOTE,
               "Remotes": {REMOTE: {"URI": uri.rstrip("/"), "Token": token, "System": False,
                                    "Exclusive": False, "Insecure": uri.startswith("http://")}}}
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-        yaml.safe_dump(remote, out)
+    write_private(path, yaml.safe_dump(remote))
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,7 @@ def _sign(runner: _Runner, sif: Path, copy: Path, signing: Signing) -> None:
     except OSError as err:
         raise LibraryPushFailed(f"cannot read the signing key {key} (PIPELINE_SIGNING_KEY): "
                                 f"{err.strerror}") from None
-    with os.fdopen(os.open(imported, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-        out.write(material)
+    write_private(imported, material)
     answer = (signing.passphrase or "") + "\n"
     code, lines = runner.run(["key", "import", str(imported)], stdin=answer)
     if code:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from pipeline.names import BUILD_ID, FACTORY
 from pipeline.tools.oci_artifacts import image_labels
+from pipeline.tools.private_files import write_private
 from pipeline.tools.registry.client import Credentials, Registry, RegistryError
 from pipeline.tools.registry.retries import LAB_RETRIES, RetryPolicy
 
@@ -163,11 +164,7 @@ def ensure_key(lab_dir: Path) -> bytes:
     path = key_file(lab_dir)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.unlink(missing_ok=True)
-        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-            out.write(secrets.token_hex(32) + "\n")
-        partial.replace(path)
+        write_private(path, secrets.token_hex(32) + "\n")
     return path.read_text().strip().encode()
 
 
