@@ -8,6 +8,11 @@ from pathlib import Path
 CHUNK = 1 << 20
 
 
+def sha256_bytes(data: bytes) -> str:
+    """``sha256:<hex>`` of ``data`` (a manifest, a small blob, a downloaded file)."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """``sha256:<hex>`` of the file's content."""
     digest = hashlib.sha256()

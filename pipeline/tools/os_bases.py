@@ -29,7 +29,7 @@ from pathlib import Path
 from pipeline.names import BUILD_ID, FACTORY
 from pipeline.settings import Settings
 from pipeline.tools import rootfs
-from pipeline.tools.digests import cached_sha256_file
+from pipeline.tools.digests import cached_sha256_file, sha256_bytes
 from pipeline.tools.docker_engine import BuildClient, push
 from pipeline.tools.oci_artifacts import INDEX_TYPES, copy_image, platform_of
 from pipeline.tools.registry.client import Registry, RegistryError
@@ -234,7 +234,7 @@ def platform_digest(body: bytes, media_type: str, arch: str) -> str | None:
     """The digest of the ``linux/<arch>`` image: picked from an index, or a single manifest's
     own digest (its arch is checked from its config); None when the index lacks the arch."""
     if media_type not in INDEX_TYPES:
-        return "sha256:" + hashlib.sha256(body).hexdigest()
+        return sha256_bytes(body)
     for entry in _platforms(body):
         platform = entry["platform"]
         if platform.get("os") == "linux" and platform.get("architecture") == arch:

@@ -26,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -35,6 +34,7 @@ import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from pipeline.settings import Settings
+from pipeline.tools.digests import sha256_bytes
 from pipeline.tools.registry.client import Registry, RegistryError
 from pipeline.tools.registry.references import mirrored, split_reference
 from pipeline.tools.registry.retries import RetryPolicy
@@ -103,7 +103,7 @@ class Upstream:
                                   "reachable from here?") from None
         if response.status_code != HTTPStatus.OK:
             raise UpstreamUnknown(f"{url} answered HTTP {response.status_code}; {fix}")
-        return "sha256:" + hashlib.sha256(response.content).hexdigest()
+        return sha256_bytes(response.content)
 
     def _image(self, reference: str) -> str:
         host, name, tag = split_reference(reference)

@@ -38,6 +38,7 @@ from tenacity import (
     stop_after_delay,
 )
 
+from pipeline.tools.digests import sha256_bytes
 from pipeline.tools.registry.auth import (
     TokenAuth,
     TokenServiceError,
@@ -204,7 +205,7 @@ class Registry:
                 return None
             self._expect(response, (HTTPStatus.OK,), f"GET manifest {repository}:{reference}")
             body = response.content
-            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            digest = sha256_bytes(body)
             if reference.startswith("sha256:") and digest != reference:
                 raise Transient(f"manifest {reference} arrived with digest {digest}")
             return body, response.headers.get("Content-Type", ""), digest
@@ -238,7 +239,7 @@ class Registry:
     def put_manifest(self, repository: str, reference: str, body: bytes,
                      media_type: str) -> str:
         """Upload a manifest under a tag or its digest; returns its digest."""
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = sha256_bytes(body)
 
         def attempt():
             response = self._send("PUT", f"/v2/{repository}/manifests/{reference}", repository,
@@ -291,7 +292,7 @@ class Registry:
 
     def upload_bytes(self, repository: str, body: bytes) -> str:
         """A small blob (a config) from memory; returns its digest."""
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = sha256_bytes(body)
         if not self.has_blob(repository, digest):
             with tempfile.NamedTemporaryFile() as handle:
                 handle.write(body)
@@ -324,7 +325,7 @@ class Registry:
         def attempt():
             response = self._send("GET", f"/v2/{repository}/blobs/{digest}", repository)
             self._expect(response, (HTTPStatus.OK,), f"GET blob {digest} of {repository}")
-            if "sha256:" + hashlib.sha256(response.content).hexdigest() != digest:
+            if sha256_bytes(response.content) != digest:
                 raise Transient(f"blob {digest} of {repository} arrived corrupted")
             return response.content
         return self.call(attempt)
