@@ -144,3 +144,26 @@ class FaultyProxy:
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 
         return Handler
+
+
+# Schedule predicates (``(method, path) -> bool``) the tests share.
+def blob_put(method: str, path: str) -> bool:
+    """The PUT that completes a blob upload."""
+    return method == "PUT" and "/blobs/uploads/" in path
+
+
+def blob_upload(method: str, path: str) -> bool:
+    """Any request carrying blob data: the docker daemon's PATCH chunks and the final PUT."""
+    return method in ("PUT", "PATCH") and "/blobs/uploads/" in path
+
+
+def blob_get(method: str, path: str) -> bool:
+    return method == "GET" and "/blobs/sha256:" in path
+
+
+def manifest_put(method: str, path: str) -> bool:
+    return method == "PUT" and "/manifests/" in path
+
+
+def head(method: str, path: str) -> bool:
+    return method == "HEAD"

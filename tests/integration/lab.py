@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from pipeline.cli import main
@@ -58,6 +59,17 @@ def run_pipeline(matrix: Path, out: Path, *extra: str) -> tuple[int, dict]:
     code = main(["run", "--matrix", str(matrix), "--out", str(out), *extra])
     summary = json.loads((out / "summary.json").read_text())
     return code, {job["id"]: job for job in summary["jobs"]}
+
+
+def run_command(matrix: Path, out: Path, *extra: str,
+                env: dict | None = None) -> tuple[int, dict, str]:
+    """``python -m pipeline run`` in a process of its own, as a user runs it; (exit code,
+    summary.json, output).  ``env`` replaces the environment when given."""
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", "--matrix", str(matrix),
+                           "--out", str(out), *extra], cwd=REPO, capture_output=True,
+                          text=True, env=env, check=False)
+    summary = json.loads((out / "summary.json").read_text())
+    return done.returncode, summary, done.stdout + done.stderr
 
 
 def docker(*args: str, check: bool = True) -> str:

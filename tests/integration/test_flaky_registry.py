@@ -14,8 +14,8 @@ import subprocess
 import uuid
 
 from tests.catalogues import init_repo, lab_catalogue, write
-from tests.fakes.faulty_proxy import FaultyProxy
-from tests.integration.lab import REPO, bring_up, trusted
+from tests.fakes.faulty_proxy import FaultyProxy, blob_upload, head, manifest_put
+from tests.integration.lab import bring_up, run_command, trusted
 
 IMAGES = """\
 images:
@@ -32,16 +32,7 @@ FILES = {
 }
 
 
-def blob_upload(method: str, path: str) -> bool:
-    return method in ("PUT", "PATCH") and "/blobs/uploads/" in path
 
-
-def manifest_put(method: str, path: str) -> bool:
-    return method == "PUT" and "/manifests/" in path
-
-
-def head(method: str, path: str) -> bool:
-    return method == "HEAD"
 
 
 def test_a_run_with_staging_and_target_behind_faults_publishes(tmp_path):
@@ -58,16 +49,12 @@ def test_a_run_with_staging_and_target_behind_faults_publishes(tmp_path):
         # target alike, with the lab's own login.
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")},
                "PIPELINE_REGISTRY": proxy.address}
-        done = subprocess.run(["python3", "-m", "pipeline", "run", "--matrix",
-                               str(tmp_path / "matrix.yaml"), "--out", str(tmp_path / "out"),
-                               "--mode", "main"], cwd=REPO, env=env, capture_output=True,
-                              text=True, check=False)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
+        code, summary, output = run_command(tmp_path / "matrix.yaml", tmp_path / "out",
+                                            "--mode", "main", env=env)
+    assert code == 0, output[-4000:]
     assert all(rule[2] == 0 for rule in proxy.schedule), proxy.schedule  # every fault fired
     methods = {method for _, method, _ in proxy.faults}
     assert {"PUT", "HEAD"} <= methods
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     [job] = summary["jobs"]
     assert job["result"] == "passed" and job["stages"]["build"]["cached"] is False
     [publication] = summary["publications"]

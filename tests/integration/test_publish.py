@@ -40,8 +40,8 @@ from pipeline.tools.registry.retries import RetryPolicy
 from tests.catalogues import init_repo, lab_catalogue, write
 from tests.fakes.docker_hub import FakeDockerHub
 from tests.fakes.fake_library import FakeLibrary
-from tests.fakes.faulty_proxy import FaultyProxy
-from tests.integration.lab import bring_up, docker, trusted, trusted_login
+from tests.fakes.faulty_proxy import FaultyProxy, blob_get, blob_put, manifest_put
+from tests.integration.lab import bring_up, docker, run_command, trusted, trusted_login
 
 IMAGES = """\
 images:
@@ -71,12 +71,7 @@ LIBRARY_TOKEN = "library-token-" + uuid.uuid4().hex
 
 def run(root: Path, out: Path, *extra: str, env: dict | None = None) -> tuple[int, dict, str]:
     """``python -m pipeline run`` as a user runs it; (exit code, summary, output)."""
-    done = subprocess.run(["python3", "-m", "pipeline", "run", "--matrix",
-                           str(root / "matrix.yaml"), "--out", str(out), *extra],
-                          cwd=Path(__file__).resolve().parents[2], capture_output=True,
-                          text=True, env={**_env(), **(env or {})}, check=False)
-    summary = json.loads((out / "summary.json").read_text())
-    return done.returncode, summary, done.stdout + done.stderr
+    return run_command(root / "matrix.yaml", out, *extra, env={**_env(), **(env or {})})
 
 
 def _env() -> dict:
@@ -265,16 +260,7 @@ def _context(published, registry: Registry, secrets: Secrets | None = None) -> P
                           settings.lab_dir / "scratch", "test", "2026-01-01T00:00:00Z")
 
 
-def blob_put(method: str, path: str) -> bool:
-    return method == "PUT" and "/blobs/uploads/" in path
 
-
-def blob_get(method: str, path: str) -> bool:
-    return method == "GET" and "/blobs/sha256:" in path
-
-
-def manifest_put(method: str, path: str) -> bool:
-    return method == "PUT" and "/manifests/" in path
 
 
 def test_publishing_through_faults_loses_and_corrupts_nothing(published, tmp_path):

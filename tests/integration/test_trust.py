@@ -26,7 +26,7 @@ from pipeline.tools.registry.client import Registry
 from pipeline.tools.registry.staging import staging_for
 from pipeline.tools.upstream import Upstream
 from tests.catalogues import init_repo, lab_catalogue, write
-from tests.integration.lab import DOCKER, REPO, bring_up, docker
+from tests.integration.lab import DOCKER, bring_up, docker, run_command
 
 IMAGES = """\
 images:
@@ -57,11 +57,9 @@ RUN for target in $TARGETS; do host=${target%:*}; port=${target#*:}; \
 
 
 def pipeline_run(root: Path, out: Path, *extra: str) -> tuple[int, dict, str]:
-    done = subprocess.run(["python3", "-m", "pipeline", "run", "--matrix",
-                           str(root / "matrix.yaml"), "--out", str(out), *extra],
-                          cwd=REPO, capture_output=True, text=True, check=False)
-    summary = json.loads((out / "summary.json").read_text())
-    return done.returncode, {j["id"]: j for j in summary["jobs"]}, done.stdout + done.stderr
+    """(exit code, the summary's jobs by id, output) of a run in a process of its own."""
+    code, summary, output = run_command(root / "matrix.yaml", out, *extra)
+    return code, {j["id"]: j for j in summary["jobs"]}, output
 
 
 @pytest.fixture(scope="module")
