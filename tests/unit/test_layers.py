@@ -16,6 +16,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 RANKS = {"pipeline": 0, "pipeline.catalogue": 1, "pipeline.tools": 2, "pipeline.planning": 3,
          "pipeline.stages": 4, "pipeline.lab": 4, "pipeline.run": 5, "pipeline.ci": 5,
+         "pipeline.forge": 5,
          "pipeline.cli": 6, "pipeline.__main__": 7}
 
 
