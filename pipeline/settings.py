@@ -13,6 +13,16 @@ Each variable, its default, and what it means:
 * ``PIPELINE_MIRRORS`` (none): ``docker.io=mirror.site:5000,quay.io=...``: registry mirrors
 * ``PIPELINE_CONVERT_SCRATCH`` (``auto``): ``memory``, ``disk`` or ``auto``: where SIF
   conversion works (``pipeline.scratch``)
+* ``PIPELINE_BUILD_CACHE`` (``registry``): ``registry`` or ``off``: whether builds import and
+  export BuildKit's registry cache in the run's staging (``pipeline.tools.build_cache``);
+  ``off`` builds with the engine's own BuildKit and no cache outside this host
+* ``PIPELINE_BUILDX_BUILDER`` (none): the name of an existing buildx builder to build with,
+  used as it is (``docker buildx create --name X --driver remote tcp://...``, or a
+  docker-container builder with a native arm64 node appended); none: the factory's own
+  docker-container builder ``factory-builder`` on the local engine, made on first use
+* ``PIPELINE_BUILDKIT_IMAGE`` (made): the BuildKit image of the factory's own builder, e.g.
+  ``moby/buildkit:buildx-stable-1`` where Docker Hub can be reached; none: an image the
+  factory makes from Debian's packages (``pipeline.tools.buildkit_image``)
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from pipeline.errors import InputError, Problem
 BUILDERS = ("auto", "buildx", "buildkit")
 # Where SIF conversion works (``pipeline.stages.scratch``).
 POLICIES = ("auto", "memory", "disk")
+# Whether builds use BuildKit's registry cache (``pipeline.tools.build_cache``).
+BUILD_CACHES = ("registry", "off")
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,9 @@ class Settings:
     mirrors: dict
     convert_scratch: str = "auto"
     pr_registry: str = "127.0.0.1:5001"
+    build_cache: str = "registry"
+    buildx_builder: str | None = None  # None: the factory's own builder
+    buildkit_image: str | None = None  # None: made by the factory
 
     @classmethod
     def from_env(cls, checkout: Path, env: dict | None = None) -> Settings:
@@ -54,6 +69,9 @@ class Settings:
             mirrors=parse_mirrors(env.get("PIPELINE_MIRRORS", "")),
             convert_scratch=_one_of(env, "PIPELINE_CONVERT_SCRATCH", POLICIES),
             pr_registry=env.get("PIPELINE_PR_REGISTRY", "127.0.0.1:5001"),
+            build_cache=_one_of(env, "PIPELINE_BUILD_CACHE", BUILD_CACHES),
+            buildx_builder=env.get("PIPELINE_BUILDX_BUILDER") or None,
+            buildkit_image=env.get("PIPELINE_BUILDKIT_IMAGE") or None,
         )
 
 

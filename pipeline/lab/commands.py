@@ -13,7 +13,7 @@ from pipeline.console import make_console
 from pipeline.lab import apptainer_image, engine, host, services
 from pipeline.lab.registries import LabRegistry, ensure_login, lab_registries
 from pipeline.settings import Settings
-from pipeline.tools import apptainer, docker_engine
+from pipeline.tools import apptainer, buildx, docker_engine
 from pipeline.tools.registry.client import Registry, RegistryAuthError, RegistryError
 from pipeline.tools.registry.references import is_local
 from pipeline.tools.registry.retries import LAB_RETRIES
@@ -68,8 +68,24 @@ def up(settings: Settings, out=sys.stdout) -> int:
             console.print(f"qemu for {arch}: {host.binfmt_state(arch)}")
     client = docker_engine.find_build_client(settings)
     console.print(f"builder: {client.kind} ({client.path}, client {client.version})")
+    _ensure_builder(settings, client, paths, console)
     _ensure_apptainer(settings, client, paths, console)
     return 0
+
+
+def _ensure_builder(settings: Settings, client, paths: LabPaths, console: Console) -> None:
+    """The factory's buildx builder (registry cache export needs one), made now rather than
+    by the first build: its BuildKit image is compiled once per host (minutes)."""
+    if client.kind != "buildx" or settings.build_cache == "off" or settings.buildx_builder:
+        return
+    log_file = paths.logs / "buildx-builder.log"
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    console.print(f"buildx builder: making sure {buildx.FACTORY_BUILDER} is there (log "
+                  f"{log_file}; the first time it compiles BuildKit, about 10 minutes)")
+    with open(log_file, "a", encoding="utf-8") as handle:
+        name = buildx.ensure_factory_builder(client, settings,
+                                             lambda line: print(line, file=handle, flush=True))
+    console.print(f"buildx builder: {name} ({buildx.builder_image(client, name)})")
 
 
 def _ensure_apptainer(settings: Settings, client, paths: LabPaths, console: Console) -> None:

@@ -9,10 +9,20 @@ Which CLI builds, chosen automatically (``PIPELINE_BUILDER`` overrides):
 * ``buildx``: a client with the buildx plugin (hosted CI runners) - ``docker buildx build``;
 * ``buildkit``: a client older than 23 that drives the daemon's built-in BuildKit with
   ``DOCKER_BUILDKIT=1`` (Debian 12's docker.io); newer clients need buildx for that.
+
+With buildx, a job's image is built by a buildx builder that can export BuildKit's
+registry cache (``pipeline.tools.build_cache``, ``pipeline.tools.buildx``); the images the
+factory makes for itself (OS bases, the lab's Apptainer and BuildKit images) keep the
+engine's built-in BuildKit (``build_argv``).  buildx records its builders under
+``BUILDX_CONFIG`` (by default beside the client's config, ``~/.docker/buildx``); a run's
+docker commands use a config folder of their own for the staging login (``docker_login``),
+so the client passes the user's ``BUILDX_CONFIG`` along explicitly: the builders are the
+same whatever folder holds the login.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, replace
@@ -46,14 +56,28 @@ class BuildClient:
     version: str
     # A DOCKER_CONFIG folder holding the staging login (``docker_login``), or None.
     config: str | None = None
+    # Where buildx records its builders (BUILDX_CONFIG), whatever DOCKER_CONFIG is; None:
+    # buildx's own default.
+    buildx_config: str | None = None
 
     def build_argv(self) -> list[str]:
+        """A build with the engine's built-in BuildKit, loaded into the engine."""
         return [self.path, "buildx", "build", "--load"] if self.kind == "buildx" else [
             self.path, "build"]
 
     def env(self) -> dict:
         """The environment every docker command of the run gets."""
-        return {"DOCKER_BUILDKIT": "1", **({"DOCKER_CONFIG": self.config} if self.config else {})}
+        return {"DOCKER_BUILDKIT": "1", **({"DOCKER_CONFIG": self.config} if self.config else {}),
+                **({"BUILDX_CONFIG": self.buildx_config} if self.buildx_config else {})}
+
+
+def buildx_config_dir(environ=None) -> str:
+    """The folder buildx keeps its builders in for this user: ``BUILDX_CONFIG``, else
+    ``buildx`` in the client's config folder (``DOCKER_CONFIG`` or ``~/.docker``)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("BUILDX_CONFIG"):
+        return environ["BUILDX_CONFIG"]
+    return str(Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "buildx")
 
 
 def _client_version(path: str) -> str | None:
@@ -84,7 +108,7 @@ def find_build_client(settings: Settings) -> BuildClient:
             continue
         seen.append(f"{path} {version}")
         if settings.builder in ("auto", "buildx") and _has_buildx(path):
-            return BuildClient("buildx", path, version)
+            return BuildClient("buildx", path, version, buildx_config=buildx_config_dir())
         if settings.builder in ("auto", "buildkit") and int(version.split(".")[0]) < NEEDS_BUILDX:
             return BuildClient("buildkit", path, version)
     wanted = {"auto": "buildx or a client older than 23", "buildx": "the buildx plugin",
