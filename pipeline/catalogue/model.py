@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -104,6 +104,19 @@ class Target:
 
 
 @dataclass(frozen=True)
+class CiRunner:
+    """Where CI runs one arch's jobs: matrix.yaml's ``ci.runners.<arch>``.  A key left out
+    is None or empty: the factory's default for the arch (``pipeline.ci.levels``)."""
+
+    arch: str
+    github: str | None  # the runs-on label
+    gitlab: tuple  # runner tags
+    timeout_minutes: int | None
+    emulated: bool  # no native runner: the jobs run under QEMU on the runner given
+    line: int | None
+
+
+@dataclass(frozen=True)
 class Catalogue:
     file: str  # as shown in messages, e.g. "matrix.yaml"
     axes: dict  # name -> Axis, in the order written (the order of tag components)
@@ -112,6 +125,7 @@ class Catalogue:
     repositories: dict
     targets: dict
     default_target: str
+    runners: dict = field(default_factory=dict)  # arch -> CiRunner (matrix.yaml's ci.runners)
 
     def image(self, name: str) -> Image:
         return next(i for i in self.images if i.name == name)

@@ -7,7 +7,8 @@ Reading happens in three steps, each reporting all of its problems at once:
 3. meaning (this module): axis values that exist, recipe folders that exist and stay
    inside the catalogue's folder (no ``..`` out of it, no absolute path, no symlink out of
    it), recipe test scripts that cannot start a section of a definition file, base images
-   that exist, tag and ``upstream`` templates whose fields exist.
+   that exist, tag and ``upstream`` templates whose fields exist, ``ci.runners`` for
+   arches that exist.
 
 Expansion into cells and the plan come after (``pipeline.planning``).
 """
@@ -25,6 +26,7 @@ from pipeline.catalogue.model import (
     AxisValue,
     BaseRef,
     Catalogue,
+    CiRunner,
     Combination,
     Constraint,
     Image,
@@ -37,6 +39,8 @@ from pipeline.catalogue.yaml_reader import Document, parse_yaml
 from pipeline.errors import Problem, Problems
 
 LEAVES = "leaves the repository; paths are relative to matrix.yaml and stay inside it"
+# GitHub's limit for one job on a self-hosted runner (5 days); hosted runners stop at 360.
+MAX_TIMEOUT_MINUTES = 7200
 
 
 def load_catalogue(tree: Tree, path: str, display: str | None = None) -> Catalogue:
@@ -82,9 +86,29 @@ class _Reader:
         images = tuple(self._image(i, d, axes, data["repositories"])
                        for i, d in enumerate(data["images"]))
         self._check_images(images, axes)
+        runners = self._runners(data.get("ci", {}).get("runners", {}), axes)
         self.problems.raise_if_any()
         return Catalogue(self.doc.file, axes, constraints, images, dict(data["repositories"]),
-                         targets, default_target)
+                         targets, default_target, runners)
+
+    # -- ci -----------------------------------------------------------------------------
+    def _runners(self, raw: dict, axes: dict) -> dict:
+        """``ci.runners``: one CiRunner per arch, each a value of ``axes.arch``."""
+        runners = {}
+        for arch, spec in raw.items():
+            at = ("ci", "runners", arch)
+            self._check_value(axes, "arch", arch, at, what="ci.runners")
+            timeout = int(spec["timeout_minutes"]) if "timeout_minutes" in spec else None
+            if timeout is not None and timeout > MAX_TIMEOUT_MINUTES:
+                self.problems.add(self.line(*at, "timeout_minutes"),
+                                  f"ci.runners.{arch}.timeout_minutes: {timeout} is over "
+                                  f"{MAX_TIMEOUT_MINUTES} (5 days, GitHub's limit for a job on "
+                                  "a self-hosted runner); give fewer minutes")
+            tags = spec.get("gitlab", ())
+            runners[arch] = CiRunner(arch, spec.get("github"),
+                                     (tags,) if isinstance(tags, str) else tuple(tags), timeout,
+                                     bool(spec.get("emulated", False)), self.line(*at))
+        return runners
 
     # -- axes ---------------------------------------------------------------------------
     def _axes(self, raw: dict) -> dict:

@@ -16,10 +16,15 @@ from pipeline.errors import InputError, Problem
 from pipeline.names import file_name
 from pipeline.planning.jobs import Job
 
-# Runner per arch when the command line names none: GitHub's hosted labels (native arm64),
-# and GitLab runner tags a site gives its runners.
+# Runner per arch when neither matrix.yaml's ``ci.runners`` nor the command line names one:
+# GitHub's hosted labels (native arm64), and GitLab runner tags a site gives its runners.
 GITHUB_RUNNERS = {"amd64": "ubuntu-24.04", "arm64": "ubuntu-24.04-arm"}
 GITLAB_TAGS = {"amd64": ["amd64"], "arm64": ["arm64"]}
+# Minutes one CI job may run unless ``ci.runners.<arch>.timeout_minutes`` says otherwise:
+# a native build, convert and test of the largest image takes about an hour; under QEMU
+# the same takes about three times as long.
+DEFAULT_TIMEOUT = 120
+EMULATED_TIMEOUT = 360
 
 # GitLab refuses job names of 255 characters or more; leave room below that.
 MAX_NAME = 250
@@ -112,6 +117,36 @@ def parse_runners(given: list[str] | None, defaults: dict, tags: bool = False) -
     if problems:
         raise InputError(problems)
     return runners
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one arch's CI jobs run on one CI system."""
+
+    runner: str | tuple[str, ...]  # GitHub: the runs-on label; GitLab: the runner tags
+    timeout: int  # minutes
+    qemu: bool  # the arch is emulated there: the job sets QEMU up
+
+
+def placements(forge: str, configured: dict, given: list[str] | None = None) -> dict:
+    """Arch -> Placement for ``forge`` (github or gitlab): the runner from ``--runner``
+    (``given``), else the catalogue's ``ci.runners`` (``configured``, arch -> CiRunner),
+    else the default; the timeout and emulation from the catalogue (``--runner`` changes
+    the runner only)."""
+    tags = forge == "gitlab"
+    defaults = dict(GITLAB_TAGS if tags else GITHUB_RUNNERS)
+    for arch, runner in configured.items():
+        label = list(runner.gitlab) if tags else runner.github
+        if label:
+            defaults[arch] = label
+    found = {}
+    for arch, label in parse_runners(given, defaults, tags=tags).items():
+        runner = configured.get(arch)
+        emulated = bool(runner and runner.emulated)
+        timeout = runner.timeout_minutes if runner and runner.timeout_minutes else (
+            EMULATED_TIMEOUT if emulated else DEFAULT_TIMEOUT)
+        found[arch] = Placement(tuple(label) if tags else label, timeout, emulated)
+    return found
 
 
 def check_runners(levels: Levels, runners: dict) -> None:

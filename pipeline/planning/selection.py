@@ -42,3 +42,23 @@ def select(jobs: list[Job], globs: list[str]) -> list[Job]:
         elif job.id in needed:
             kept.append(replace(job, reason=f"{job.reason} (kept: a selected job needs it)"))
     return kept
+
+
+def only(jobs: list[Job], job_id: str) -> tuple[list[Job], frozenset]:
+    """``--only JOB``: the one job and what it needs, and the ids of those needs, which a
+    CI job takes from staging (their own CI jobs build them) instead of building."""
+    by_id = {j.id: j for j in jobs}
+    if job_id not in by_id:
+        tag = job_id.partition("@")[0]
+        near = [j.id for j in jobs if j.id.partition("@")[0] == tag]
+        hint = f"; jobs of that tag: {', '.join(near)}" if near else (
+            " (run 'plan' to list the ids, e.g. " + (jobs[0].id if jobs else
+                                                     "repository:tag@arch") + ")")
+        raise InputError([Problem("--only", None, f"'{job_id}' is not a job of this plan{hint}")])
+    kept = select(jobs, [_literal(job_id)])
+    return kept, frozenset(j.id for j in kept if j.id != job_id)
+
+
+def _literal(text: str) -> str:
+    """A glob that matches ``text`` only (fnmatch's ``[``, ``*`` and ``?`` escaped)."""
+    return "".join(f"[{c}]" if c in "[]*?" else c for c in text)

@@ -4,7 +4,8 @@ One ``testsuite`` "jobs" with one ``testcase`` per job (``classname`` the reposi
 ``name`` the job id, ``time`` its duration): ``failure`` for a failed job, ``error`` for an
 interrupted one, ``skipped`` for a skipped one, each with the reason; the stages' results
 and durations as ``properties``; the log's path in ``system-out``.  A second testsuite
-"publications" has one testcase per published tag.  Every text goes through ``mask``.
+"tests" has one testcase per job and test (classname the job id, name the test), a third
+"publications" one per published tag.  Every text goes through ``mask``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ def _suite(root: ET.Element, name: str, cases: list) -> ET.Element:
                          skipped=str(counts["skipped"]))
 
 
+def _tests_suite(root: ET.Element, outcomes: list, mask: Mask) -> None:
+    """The suite "tests": one testcase per job and test (``%test``, the MPI smoke test,
+    ...), so a forge's test view lists each test of each image."""
+    cases = [(o, t) for o in outcomes
+             for t in ((o.stages.get("test") or {}).get("tests") or [])]
+    suite = _suite(root, "tests", [t.get("result", "") for _, t in cases])
+    for outcome, test in cases:
+        _case(suite, mask, str(test.get("name", "")), float(test.get("duration") or 0),
+              {"classname": outcome.job.id, "result": test.get("result", ""),
+               "reason": test.get("reason", ""), "out": f"log: {outcome.log}"})
+
+
 def write_junit(outcomes: list, path: Path, publications: list | None, *, mask: Mask,
                 run: dict | None = None) -> None:
     run = run or {}
@@ -82,6 +95,7 @@ def write_junit(outcomes: list, path: Path, publications: list | None, *, mask: 
               {"classname": o.job.id.rsplit("@", 1)[0], "result": o.result, "reason": o.reason,
                "properties": _stage_properties(o.stages), "out": f"log: {o.log}"})
     jobs.set("time", f"{total:.1f}")
+    _tests_suite(root, outcomes, mask)
     pubs = publications or []
     results = [{"failed": "failed", "refused": "skipped", "interrupted": "interrupted"}.get(
         p.get("result", ""), "passed") for p in pubs]

@@ -51,6 +51,7 @@ from pipeline.run.signals import Interruption, scratch_paths, stop_jobs
 from pipeline.settings import Settings
 from pipeline.stages import build as build_stage
 from pipeline.stages import convert as convert_stage
+from pipeline.stages import handoff
 from pipeline.stages import test as test_stage
 from pipeline.stages.context import StageContext
 from pipeline.stages.definition import UnsafeDefinition
@@ -68,8 +69,9 @@ from pipeline.tools.upstream import Upstream, UpstreamUnknown
 __all__ = ["STAGES", "Outcome", "Run", "check_stages", "default_workers", "jobs_to_run"]
 
 STAGES = ("build", "convert", "test", "publish")
-EXPECTED_FAILURES = (build_stage.BuildFailed, BaseNotFound, docker_engine.DockerUnavailable,
-                     RegistryError, convert_stage.ConvertFailed, test_stage.TestsFailed,
+EXPECTED_FAILURES = (build_stage.BuildFailed, build_stage.NeedNotStaged, BaseNotFound,
+                     docker_engine.DockerUnavailable, RegistryError,
+                     convert_stage.ConvertFailed, test_stage.TestsFailed,
                      ApptainerMissing, UnsafeDefinition, UnsafeValue, UpstreamUnknown)
 POLL = 0.5  # seconds between looks at the interrupt flag while jobs run
 
@@ -113,6 +115,11 @@ class Run:
     target: Target | None = None
     declared: list = field(default_factory=list)  # every job of the plan, selected or not
     published_ids: dict = field(default_factory=dict)  # job id -> effective build_id
+    # ``run --only``: the needs of the one job, taken from staging (never built here)
+    taken: frozenset = frozenset()
+    only: str | None = None
+    # Leave each tested SIF in staging (``stages/handoff.py``) for a later publish job
+    handoff: bool = False
     secrets: Secrets = field(default_factory=Secrets.from_env)
     masker: Masker | None = None  # None: made from ``secrets``; everything written uses it
     interruption: Interruption = field(default_factory=Interruption)
@@ -129,9 +136,10 @@ class Run:
         self._threads: dict[str, threading.Thread] = {}
 
     # -- the run --------------------------------------------------------------------------
-    def prepare(self, jobs: list[Job]) -> list[Outcome]:
-        """One pending Outcome (and an empty log) per job to run; skipped ones as such."""
-        jobs = jobs_to_run(jobs)
+    def prepare(self, jobs: list[Job], promote: bool = True) -> list[Outcome]:
+        """One pending Outcome (and an empty log) per job to run; skipped ones as such.
+        ``promote``: the ``skip`` jobs a job to build needs run too (``jobs_to_run``)."""
+        jobs = jobs_to_run(jobs) if promote else jobs
         log_dir = self.settings.out_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.outcomes = {j.id: Outcome(j, log_dir / f"{file_name(j.id)}.log") for j in jobs}
@@ -141,21 +149,29 @@ class Run:
                 outcome.result, outcome.reason = "skipped", outcome.job.reason
         return list(self.outcomes.values())
 
-    def execute(self, jobs: list[Job] | None = None) -> list[Outcome]:
-        """Run the jobs (``prepare``\\ d before, or given here) and publish; see the module."""
+    def execute(self, jobs: list[Job] | None = None, collect=None) -> list[Outcome]:
+        """Run the jobs (``prepare``\\ d before, or given here) and publish; see the module.
+
+        ``collect(run, context, todo)``, when given, stands in for running the jobs: it
+        gives each pending outcome its result from elsewhere (``publish`` takes them from
+        staging, ``run/from_staging.py``)."""
         if jobs is not None:
             self.prepare(jobs)
         todo = [o for o in self.outcomes.values() if o.result == "pending"]
         if not todo:
             return list(self.outcomes.values())
         processes.allow_again()
-        self.console.log(f"run {self.run_id}: {len(todo)} job(s) to run through "
-                         f"{','.join(self.stages)}")
+        self.console.log(f"run {self.run_id}: {len(todo)} job(s) "
+                         + ("to take from staging" if collect else
+                            f"to run through {','.join(self.stages)}"))
         with self.interruption.installed():
             try:
                 self.interruption.check()
                 context = self._context()
-                self._schedule(todo, context)
+                if collect is None:
+                    self._schedule(todo, context)
+                else:
+                    collect(self, context, todo)
                 self.interruption.check()
                 if "publish" in self.stages:
                     Publisher(self, context).publish_all(self.outcomes)
@@ -324,10 +340,11 @@ class Run:
                 handle.flush()
 
             log(f"job {outcome.job.id}: {outcome.job.reason}")
-            stage = self.job_stages[0]
+            stages = self.stages_of(outcome.job)
+            stage = stages[0]
             result, reason = "failed", ""
             try:
-                for stage in self.job_stages:
+                for stage in stages:
                     stage_start = time.monotonic()
                     self._update(outcome, stage)
                     outcome.stages[stage] = {"result": "running"}
@@ -366,15 +383,30 @@ class Run:
 
     @property
     def job_stages(self) -> tuple:
-        """The stages run per job; publish runs per tag, once the jobs are done."""
-        return tuple(s for s in self.stages if s != "publish")
+        """The stages run per job; publish runs per tag, once the jobs are done.  With
+        ``handoff``, a job that passed its tests then leaves its SIF in staging."""
+        stages = tuple(s for s in self.stages if s != "publish")
+        return (*stages, "handoff") if self.handoff and "test" in stages else stages
+
+    def stages_of(self, job: Job) -> tuple:
+        """A job taken from staging is looked up (build, reuse only); the others run."""
+        return ("build",) if job.id in self.taken else self.job_stages
+
+    def missing_needs(self) -> list[Outcome]:
+        """The needs ``--only`` could not take from staging."""
+        return [o for o in self.outcomes.values()
+                if o.job.id in self.taken and o.result == "failed"]
 
     def _stage(self, stage: str, outcome: Outcome, context, log) -> dict:
         job = outcome.job
         if stage == "build":
             needs = {n: self.outcomes[n].built for n in job.needs}
-            outcome.built = build_stage.build(job, needs, context, log)
+            outcome.built = build_stage.build(job, needs, context, log,
+                                              reuse_only=job.id in self.taken)
             return outcome.built.to_json()
+        if stage == "handoff":
+            return handoff.stage_sif(job, outcome.built.build_id, outcome.built.digest,
+                                     outcome.converted.sif, context.staging, log).to_json()
         if stage == "convert":
             outcome.converted = convert_stage.convert(job, outcome.built, context, log)
             return outcome.converted.to_json()
@@ -386,14 +418,17 @@ class Run:
             raise test_stage.TestsFailed("; ".join(f"{r.name} failed: {r.reason}" for r in failed))
         return outcome.stages["test"]
 
-    @staticmethod
-    def _passed_reason(outcome: Outcome) -> str:
+    def _passed_reason(self, outcome: Outcome) -> str:
+        if outcome.job.id in self.taken:
+            return f"taken from staging: {outcome.built.reference}"
         parts = ["already built" if outcome.built.cached else "built"]
         if outcome.converted:
             parts.append("SIF reused" if outcome.converted.cached else "converted")
         if "test" in outcome.stages:
             tests = outcome.stages["test"]["tests"]
             parts.append(", ".join(f"{t['name']} {t['result']}" for t in tests))
+        if "handoff" in outcome.stages:
+            parts.append("SIF staged")
         return "; ".join(parts)
 
     def _update(self, outcome: Outcome, stage: str) -> None:

@@ -31,6 +31,17 @@ def _data(mask: Mask, obj):
     return json.loads(mask(json.dumps(obj)))
 
 
+def job_url(env) -> str | None:
+    """The CI job's web page, for the report's links: GitLab gives the job's own; GitHub
+    gives the run's (a matrix cell's page needs an API call)."""
+    if env.get("CI_JOB_URL"):
+        return env["CI_JOB_URL"]
+    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        return f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+    return None
+
+
 def write_summary(outcomes: list, path: Path, publications: list | None, *, mask: Mask,
                   run: dict | None = None) -> None:
     """``summary.json``: ``run`` (id, status, exit code, reason), ``jobs``, ``publications``."""

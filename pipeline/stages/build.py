@@ -5,6 +5,8 @@
 * The job's effective build_id is its plan build_id with the digests below it folded in
   (the OS content, or the needs' effective build_ids): a new upstream OS or a rebuilt base
   changes it.
+* Builds import and export BuildKit's registry cache in the run's staging, keyed by recipe,
+  cell and arch, so that a fresh runner is not cold (``pipeline.tools.build_cache``).
 * Every built image is pushed to the run's staging area (``pipeline.tools.registry.staging``:
   trusted for main/nightly, a separate one for pr), ``<staging>/<repository>:<build_id>-<arch>``;
   that is what gives it a digest to build FROM.  Staging is not publishing: nothing reaches
@@ -21,6 +23,8 @@ from pipeline.planning.build_ids import effective_build_id, upstream_identities
 from pipeline.planning.jobs import Job
 from pipeline.stages.context import StageContext
 from pipeline.stages.labels import build_args, image_labels
+from pipeline.tools import buildx
+from pipeline.tools.build_cache import Cell, build_command
 from pipeline.tools.docker_engine import inspect_image, push
 from pipeline.tools.processes import Log, run_logged
 from pipeline.tools.registry.staging import Staging
@@ -29,6 +33,11 @@ from pipeline.tools.upstream import UpstreamUnknown
 
 class BuildFailed(RuntimeError):
     """The recipe did not build; the message holds the last lines of the build output."""
+
+
+class NeedNotStaged(RuntimeError):
+    """A job taken from staging (``run --only``'s needs) is not there, or not trusted:
+    its own CI job has not staged it (an infrastructure failure, exit 4, never a rebuild)."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,20 @@ def staging_ref(job: Job, build_id: str, staging: Staging) -> tuple[str, str]:
     return staging.repository(job.repository), staging.tag(build_id, job.arch)
 
 
-def build(job: Job, needs: dict, ctx: StageContext, log: Log) -> Built:
-    """Build ``job`` (or find it already built); ``needs`` maps need ids to their Built."""
+def build_command_of(job: Job, ctx: StageContext, log: Log) -> list[str]:
+    """The build command of ``job`` before its own flags: the builder (made on first use)
+    and BuildKit's registry cache in the run's staging (``pipeline.tools.build_cache``)."""
+    command = build_command(ctx.client, ctx.settings, ctx.staging, Cell.of(job))
+    buildx.prepare(command, ctx.client, ctx.settings, log)
+    log(command.note)
+    return command.argv
+
+
+def build(job: Job, needs: dict, ctx: StageContext, log: Log, *,
+          reuse_only: bool = False) -> Built:
+    """Build ``job`` (or find it already built); ``needs`` maps need ids to their Built.
+
+    ``reuse_only``: take the job from staging or raise NeedNotStaged, never build it."""
     if job.needs:
         need = needs[job.needs[0]]
         base_name = job.needs[0].rsplit("@", 1)[0]
@@ -80,10 +101,15 @@ def build(job: Job, needs: dict, ctx: StageContext, log: Log) -> Built:
                          base_digest, True)
         # Not ours: build it again; the push below replaces the tag.
         log(f"not reused: {staging.reference(job.repository, tag)} ({found}): {distrust}")
+    if reuse_only:
+        why = f"not usable ({distrust})" if found else "not there"
+        raise NeedNotStaged(
+            f"{job.id} is {why} in staging as {staging.reference(job.repository, tag)}; the "
+            "CI job that builds it must pass first (re-run it, then this one)")
 
     ref = staging.reference(job.repository, tag)
-    argv = [*ctx.client.build_argv(), "--network", "host", "--platform", f"linux/{job.arch}",
-            "--progress", "plain", "--build-arg", f"BASE_IMAGE={base_ref}"]
+    argv = [*build_command_of(job, ctx, log), "--network", "host", "--platform",
+            f"linux/{job.arch}", "--progress", "plain", "--build-arg", f"BASE_IMAGE={base_ref}"]
     for key, value in build_args(job).items():
         argv += ["--build-arg", f"{key}={value}"]
     for key, value in image_labels(job, build_id, base_name, base_digest, ctx.source).items():

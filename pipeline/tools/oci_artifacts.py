@@ -128,6 +128,12 @@ def push_sif(target: Registry, repository: str, tag: str, sif: Path,
             raise RegistryError(f"{target.host}/{repository}:{tag} holds a {media_type}, not "
                                 "a SIF; it is not overwritten")
         return SifPushed(digest, layers[0]["digest"], kept=True)
+    return put_sif(target, repository, tag, sif, annotations)
+
+
+def put_sif(target: Registry, repository: str, tag: str, sif: Path,
+            annotations: dict) -> SifPushed:
+    """Push a SIF as an ORAS artifact under ``tag``, replacing what the tag held."""
     layer = sha256_file(sif)
     if not target.has_blob(repository, layer):
         target.upload_blob(repository, layer, sif)

@@ -40,7 +40,7 @@ def test_key_given_twice(tmp_path, capsys):
 
 @pytest.mark.parametrize("old,new,needle,expected", [
     ("images:\n", "colour: red\nimages:\n", "colour",
-     ("unknown key 'colour' in the top level; allowed keys: axes, constraints, default_target, "
+     ("unknown key 'colour' in the top level; allowed keys: axes, ci, constraints, default_target, "
       "images, repositories, targets")),
     ("    recipe: images/app\n", "    recipe: images/app\n    recipes: x\n", "recipes:",
      ("unknown key 'recipes' in images[1]; allowed keys: axes, base, description, exclude, "

@@ -47,7 +47,7 @@ JOBS = 4
 STOPS_WITHIN = 10  # seconds
 
 
-def fake_built(job, needs, ctx, log):
+def fake_built(job, needs, ctx, log, *, reuse_only=False):
     log(f"building {job.id}")
     digest = "sha256:" + "ab" * 32
     repository = f"factory-staging/{job.repository}"
@@ -138,11 +138,15 @@ def test_all_passed_exits_0_and_writes_summary_and_junit(lab, capsys):
     assert jobs.get("tests") == str(JOBS) and jobs.get("failures") == "0"
     case = jobs.find(f"testcase[@name='{APP}']")
     assert case.find("properties/property[@name='stage.build.result']").get("value") == "passed"
+    tests = junit.find("testsuite[@name='tests']")  # one testcase per job and test
+    assert [(c.get("classname"), c.get("name")) for c in tests.findall("testcase")
+            if c.get("classname") == APP] == [(APP, "%test")]
+    assert tests.get("tests") == str(JOBS) and tests.get("failures") == "0"
     no_traceback(capsys.readouterr())
 
 
 def test_a_failed_job_exits_1_and_its_dependents_are_skipped(lab, monkeypatch, capsys):
-    def build(job, needs, ctx, log):
+    def build(job, needs, ctx, log, **_):
         if job.arch == "arm64":
             raise build_stage.BuildFailed("docker build failed:\n    E: no such package")
         return fake_built(job, needs, ctx, log)

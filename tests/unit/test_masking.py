@@ -49,7 +49,7 @@ def secrets(lab, monkeypatch):
 def test_secrets_are_masked_in_every_file_and_on_the_console(secrets, monkeypatch, capsys):
     lab = secrets
 
-    def build(job, needs, ctx, log):
+    def build(job, needs, ctx, log, **_):
         log(f"pushing with Authorization: Basic "
             f"{base64.b64encode(f'robot:{PASSWORD}'.encode()).decode()}")
         log(f"GET https://registry.test/token?scope=x&token={quote(TOKEN, safe='')}")

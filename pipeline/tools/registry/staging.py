@@ -16,7 +16,9 @@ Two kinds, never mixed:
 Where the settings come from, first found wins:
 
 * registry: in CI or given explicitly, ``PIPELINE_STAGING`` (trusted) /
-  ``PIPELINE_PR_STAGING`` (pr); in the lab, ``PIPELINE_REGISTRY`` / ``PIPELINE_PR_REGISTRY``.
+  ``PIPELINE_PR_STAGING`` (pr), ``HOST[:PORT][/PATH]`` (the namespaces go under PATH, e.g.
+  ``ghcr.io/sjtuhpc`` or ``$CI_REGISTRY_IMAGE``); in the lab, ``PIPELINE_REGISTRY`` /
+  ``PIPELINE_PR_REGISTRY``.
 * login: in CI or given explicitly, ``PIPELINE_STAGING_USERNAME`` +
   ``PIPELINE_STAGING_PASSWORD``; in the lab, ``.lab/registry[-pr]/credentials.json``.
 * attestation key: in CI or given explicitly, ``PIPELINE_STAGING_KEY``; in the lab,
@@ -119,6 +121,15 @@ class Staging:
         return self._attestation_problem(registry, repository, tag,
                                          _record(repository, tag, digest, build_id, job_id))
 
+    def distrust_artifact(self, registry: Registry, repository: str, tag: str, digest: str,
+                          build_id: str, job_id: str) -> str | None:
+        """``distrust`` for an artifact without image labels (a staged SIF): trusted staging
+        needs the attestation; pr staging trusts nothing (pr runs never publish)."""
+        if not self.trusted:
+            return "pr staging is never published from"
+        return self._attestation_problem(registry, repository, tag,
+                                         _record(repository, tag, digest, build_id, job_id))
+
     def _attestation_problem(self, registry: Registry, repository: str, tag: str,
                              expected: bytes) -> str | None:
         """Why the attestation of ``repository:tag`` does not vouch for the ``expected``
@@ -173,8 +184,12 @@ def staging_for(mode: str, lab_dir: Path, lab_registry: str, lab_pr_registry: st
     """The staging a run of ``mode`` uses (see the module's table)."""
     env = os.environ if env is None else env
     trusted = mode in TRUSTED_MODES
-    registry = env.get("PIPELINE_STAGING" if trusted else "PIPELINE_PR_STAGING") or (
+    where = env.get("PIPELINE_STAGING" if trusted else "PIPELINE_PR_STAGING") or (
         lab_registry if trusted else lab_pr_registry)
+    # HOST[:PORT][/PATH]: a forge registry puts a project's images under a path
+    # (ghcr.io/OWNER, $CI_REGISTRY_IMAGE); staging's namespaces go below it.
+    registry, _, path = where.strip().strip("/").partition("/")
+    prefix = f"{path.strip('/')}/" if path.strip("/") else ""
     user, password = env.get("PIPELINE_STAGING_USERNAME"), env.get("PIPELINE_STAGING_PASSWORD")
     if user and password:
         credentials = Credentials(user, password, "PIPELINE_STAGING_USERNAME",
@@ -192,8 +207,9 @@ def staging_for(mode: str, lab_dir: Path, lab_registry: str, lab_pr_registry: st
             raise StagingUnavailable(
                 "trusted staging needs an attestation key: set PIPELINE_STAGING_KEY (CI) or "
                 "run `python -m pipeline lab up`")
-    return Staging(trusted, registry, "factory-staging" if trusted else "factory-staging-pr",
-                   "factory/os" if trusted else "factory-pr/os", credentials, key)
+    return Staging(trusted, registry,
+                   prefix + ("factory-staging" if trusted else "factory-staging-pr"),
+                   prefix + ("factory/os" if trusted else "factory-pr/os"), credentials, key)
 
 
 def target_credentials(given: Credentials, target_registry: str, lab_dir: Path,
