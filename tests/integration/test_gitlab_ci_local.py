@@ -60,7 +60,8 @@ TIMEOUT = 40 * 60
 # and whatever Python environment pytest runs in (the jobs make their own).
 DROPPED = ("PIPELINE_REGISTRY_", "PIPELINE_LIBRARY", "PIPELINE_STAGING", "PIPELINE_PR_STAGING",
            "PIPELINE_SIGNING", "PIPELINE_OUT_DIR", "PIPELINE_LAB_DIR", "FACTORY_", "VIRTUAL_ENV",
-           "PYTHONPATH", "CI_", "GITLAB_", "FORCE_COLOR")
+           "PYTHONPATH", "CI_", "GITLAB_", "FORCE_COLOR",
+           "PIPELINE_BUILD_CACHE")  # the cells build as CI does: with the registry cache
 
 # gitlab-ci-local's report, one line per job that ran: " PASS  [factory] -> name".
 REPORT_LINE = re.compile(r"^\s*(PASS|FAIL|WARN)\s+(?:\[(?P<trigger>[^\]]+)\] -> )?(?P<job>\S+)")
