@@ -28,8 +28,10 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.local_server import LocalServer
 
 SECONDARY = ("You have exceeded a secondary rate limit. Please wait a few minutes before "
              "you try again.")
@@ -46,7 +48,7 @@ class Seen:
 
 
 @dataclass
-class FakeGitHub:
+class FakeGitHub(LocalServer):
     token: str = "ghp_fake-token-0123456789"
     login: str = "factory-bot"
     repository: str = "sjtuhpc/factory"
@@ -65,18 +67,7 @@ class FakeGitHub:
         self.lock = threading.RLock()
         self.ids = itertools.count(1000)
         handler = type("Handler", (_Handler,), {"api": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeGitHub:
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._listen(handler)
 
     # -- seeding and looking, for tests ---------------------------------------------------
     def add_comment(self, number: int, body: str, login: str | None = None) -> dict:

@@ -22,17 +22,18 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.fakes.github_api import Seen
+from tests.fakes.local_server import LocalServer
 
 STATES = ("pending", "running", "success", "failed", "canceled", "skipped")
 STAMP = "2024-05-01T12:00:00.000Z"
 
 
 @dataclass
-class FakeGitLab:
+class FakeGitLab(LocalServer):
     token: str = "glpat-fake-token-0123456789"
     project_id: int = 7
     user_id: int = 4242
@@ -49,19 +50,8 @@ class FakeGitLab:
         self.lock = threading.RLock()
         self.ids = itertools.count(500)
         handler = type("Handler", (_Handler,), {"api": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._listen(handler)
         self.api_url = f"{self.url}/api/v4"
-
-    def __enter__(self) -> FakeGitLab:
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def add_note(self, iid: int, body: str, user_id: int = 1, *, system: bool = False
                  ) -> dict:
