@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline.planning.jobs import Job
-from pipeline.stages import test as test_stage
+from pipeline.stages.checks import mpi_hybrid
 from pipeline.stages.mpi_compat import (
     HostMpi,
     HostMpiMissing,
@@ -157,7 +157,7 @@ def hybrid(tmp_path: Path, job: Job, monkeypatch, mpirun: Path | None):
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     lines: list[str] = []
-    return test_stage._mpi_hybrid(job, tmp_path / "x.sif", ctx, work, lines.append)
+    return mpi_hybrid.check(job, tmp_path / "x.sif", ctx, work, lines.append)
 
 
 def test_hybrid_is_skipped_when_the_host_cannot_launch_the_container(tmp_path, monkeypatch):
