@@ -128,3 +128,42 @@ def commit(folder: Path, message: str) -> str:
     git(folder, "add", "-A")
     git(folder, "commit", "-q", "--allow-empty", "-m", message)
     return git(folder, "rev-parse", "HEAD").strip()
+
+
+# An app built from an Apptainer definition file (``recipe.def``) instead of a Dockerfile:
+# two stages, both FROM a tag BASIC's base image publishes (``ompi-4.1``: debian 12, its
+# default gcc 12, Open MPI 4.1), the first named, with a comment after its From:.
+DEF_IMAGE = """\
+  - name: defapp
+    kind: app
+    recipe: images/defapp
+    axes: {os: [deb12], arch: [amd64, arm64]}
+    include: [{mpi: ompi-4.1}]
+    tag: defapp
+"""
+
+DEF_RECIPE = """\
+Bootstrap: docker
+From: t/base:ompi-4.1     # a tag this catalogue publishes
+Stage: build
+
+%post
+    . /.singularity.d/env/10-docker*.sh
+    mpicc -o /opt/app/bin/hello hello.c
+
+Bootstrap: docker
+From: t/base:ompi-4.1
+%files from build
+    /opt/app /opt/app
+%environment
+    export PATH=/opt/app/bin:$PATH
+%test
+    /opt/app/bin/hello
+"""
+
+
+def with_definition(recipe: str = DEF_RECIPE, text: str = BASIC,
+                    image: str = DEF_IMAGE) -> tuple[str, dict]:
+    """``text`` with the image ``image`` appended, and the recipe files for ``write``."""
+    return text + image, {"images/defapp/recipe.def": recipe,
+                          "images/defapp/test.sh": "#!/bin/sh\ntrue\n"}

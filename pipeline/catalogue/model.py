@@ -87,6 +87,9 @@ class Image:
     # URL templates of upstream metadata files (dnf repomd.xml, Debian InRelease) whose
     # content goes into the effective build_id; fields are the cell's variables.
     upstream: tuple = ()
+    # The recipe folder's recipe: "Dockerfile", or "recipe.def" (an Apptainer definition
+    # file whose From: lines name its bases; pipeline.planning.definition_file).
+    recipe_file: str = "Dockerfile"
 
     def upstream_urls(self, variables: dict) -> tuple:
         """The ``upstream`` URLs of one cell, e.g. ``.../rhel8/x86_64/repodata/repomd.xml``.

@@ -6,9 +6,13 @@ Reading happens in three steps, each reporting all of its problems at once:
 2. structure, types and unknown keys (``pipeline.catalogue.schema``);
 3. meaning (this module): axis values that exist, recipe folders that exist and stay
    inside the catalogue's folder (no ``..`` out of it, no absolute path, no symlink out of
-   it), recipe test scripts that cannot start a section of a definition file, base images
-   that exist, tag and ``upstream`` templates whose fields exist, ``ci.runners`` for
-   arches that exist.
+   it) and hold exactly one recipe (a ``Dockerfile`` or a ``recipe.def``), recipe test
+   scripts that cannot start a section of a definition file, base images that exist (and
+   no ``base:`` for a ``recipe.def``, whose ``From:`` lines name its bases), tag and
+   ``upstream`` templates whose fields exist, ``ci.runners`` for arches that exist.
+
+A ``recipe.def`` itself is read by the planner (``pipeline.planning.definition_file``),
+which knows the tags its ``From:`` lines must name.
 
 Expansion into cells and the plan come after (``pipeline.planning``).
 """
@@ -38,6 +42,7 @@ from pipeline.catalogue.text import section_lines
 from pipeline.catalogue.yaml_reader import Document, parse_yaml
 from pipeline.errors import Problem, Problems
 
+RECIPES = ("Dockerfile", "recipe.def")  # a recipe folder holds exactly one of them
 LEAVES = "leaves the repository; paths are relative to matrix.yaml and stay inside it"
 # GitHub's limit for one job on a self-hosted runner (5 days); hosted runners stop at 360.
 MAX_TIMEOUT_MINUTES = 7200
@@ -235,7 +240,8 @@ class _Reader:
                     self.problems.add(self.line(*at, "base", "match"),
                                       f"{label} base.match: there is no axis '{axis}'")
             base = BaseRef(base["image"], match, self.line(*at, "base"))
-        recipe, inputs = self._check_recipe(raw, at, label)
+        recipe, inputs, recipe_file = self._check_recipe(raw, at, label)
+        self._check_base_of_definition(base, recipe_file, label)
         upstream = tuple(raw.get("upstream", []))
         self._check_upstream(upstream, at, raw, axes)
         template = raw.get("tag", "{name}-{default}" if raw["kind"] == "app" else "{default}")
@@ -248,25 +254,31 @@ class _Reader:
             repository=raw.get("repository", repositories[raw["kind"]]),
             axes=spanned, include=tuple(include), exclude=tuple(exclude), base=base,
             tag=template, inputs=inputs,
-            line=self.line(*at), tag_line=tag_line, upstream=upstream,
+            line=self.line(*at), tag_line=tag_line, upstream=upstream, recipe_file=recipe_file,
         )
 
-    def _check_recipe(self, raw: dict, at: tuple, label: str) -> tuple[str, tuple]:
-        """The recipe folder and the inputs, normalised; problems when one is missing or
-        leaves the catalogue's folder, or when the test.sh could start a definition-file
-        section."""
+    def _check_recipe(self, raw: dict, at: tuple, label: str) -> tuple[str, tuple, str]:
+        """The recipe folder, the inputs, normalised, and the recipe file's name; problems
+        when one is missing or leaves the catalogue's folder, when the folder holds both or
+        neither recipe, or when the test.sh could start a definition-file section."""
         recipe = self._inside(raw["recipe"].rstrip("/") or ".", (*at, "recipe"))
+        found = []
         if recipe is None:
             pass
         elif not self.tree.is_dir(recipe):
             self.problems.add(self.line(*at, "recipe"), f"{label}: recipe folder '{recipe}' does "
-                              "not exist; create it (with a Dockerfile) or fix the path, which "
-                              "is relative to matrix.yaml")
-        elif not self.tree.exists(f"{recipe}/Dockerfile"):
-            self.problems.add(self.line(*at, "recipe"), f"{label}: recipe folder '{recipe}' has "
-                              "no Dockerfile; add one")
+                              "not exist; create it (with a Dockerfile or a recipe.def) or fix "
+                              "the path, which is relative to matrix.yaml")
         else:
-            self._check_test_script(recipe, label)
+            found = [name for name in RECIPES if self.tree.exists(f"{recipe}/{name}")]
+            if len(found) != 1:
+                # Both: which one is built would be a guess, and a reviewer reads the other.
+                self.problems.add(self.line(*at, "recipe"), f"{label}: recipe folder '{recipe}' "
+                                  + ("has both a Dockerfile and a recipe.def; keep one"
+                                     if found else "has no Dockerfile and no recipe.def; add "
+                                     "one (images/README.md)"))
+            else:
+                self._check_test_script(recipe, label)
         inputs = []
         for j, extra in enumerate(raw.get("inputs", [])):
             path = self._inside(extra.rstrip("/") or ".", (*at, "inputs", j))
@@ -274,7 +286,17 @@ class _Reader:
                 self.problems.add(self.line(*at, "inputs", j), f"{label}: input '{extra}' does "
                                   "not exist; fix the path, which is relative to matrix.yaml")
             inputs.append(path or extra)
-        return recipe or raw["recipe"].rstrip("/"), tuple(inputs)
+        return (recipe or raw["recipe"].rstrip("/"), tuple(inputs),
+                found[0] if len(found) == 1 else RECIPES[0])
+
+    def _check_base_of_definition(self, base: BaseRef | None, recipe_file: str,
+                                  label: str) -> None:
+        """No ``base:`` for a recipe.def: what an image is built FROM has one source of truth,
+        its definition file's From: lines (a tag of this catalogue there becomes a need)."""
+        if base is not None and recipe_file == "recipe.def":
+            self.problems.add(base.line, f"{label}: its recipe is a definition file, whose "
+                              "From: lines name its bases (a tag of this catalogue becomes a "
+                              "need); delete base:")
 
     def _inside(self, path: str, at: tuple) -> str | None:
         """``path`` with ``.`` and ``..`` resolved, or None (and a problem) when it leaves

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pipeline.cli import main
-from tests.catalogues import BASIC, line_of, write
+from tests.catalogues import BASIC, DEF_IMAGE, line_of, with_definition, write
 
 BAD_INPUT = 2  # the exit code
 
@@ -95,14 +95,16 @@ def test_recipe_folder_that_does_not_exist(tmp_path, capsys):
     text = BASIC.replace("recipe: images/app", "recipe: images/lammps")
     (err,) = run_plan(tmp_path, text, capsys)
     assert err == (f"matrix.yaml:{line_of(text, 'images/lammps')}: image app: recipe folder "
-                   "'images/lammps' does not exist; create it (with a Dockerfile) or fix the "
-                   "path, which is relative to matrix.yaml")
+                   "'images/lammps' does not exist; create it (with a Dockerfile or a "
+                   "recipe.def) or fix the path, which is relative to matrix.yaml")
 
 
 def test_recipe_folder_without_dockerfile(tmp_path, capsys):
     text = BASIC.replace("recipe: images/app", "recipe: images/empty")
     (err,) = run_plan(tmp_path, text, capsys, {"images/empty/README": "x"})
-    assert "recipe folder 'images/empty' has no Dockerfile; add one" in err
+    assert err == (f"matrix.yaml:{line_of(text, 'images/empty')}: image app: recipe folder "
+                   "'images/empty' has no Dockerfile and no recipe.def; add one "
+                   "(images/README.md)")
 
 
 def test_two_cells_with_the_same_id(tmp_path, capsys):
@@ -241,3 +243,33 @@ def test_an_unusable_signing_key_stops_the_run_before_anything_is_built(tmp_path
     assert f"PIPELINE_SIGNING_KEY: '{key}' {expected}" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+# -- recipe.def recipes ----------------------------------------------------------------------
+def test_recipe_folder_with_both_recipes(tmp_path, capsys):
+    text, files = with_definition()
+    files["images/defapp/Dockerfile"] = "FROM scratch\n"
+    (err,) = run_plan(tmp_path, text, capsys, files)
+    assert err == (f"matrix.yaml:{line_of(text, 'images/defapp')}: image defapp: recipe folder "
+                   "'images/defapp' has both a Dockerfile and a recipe.def; keep one")
+
+
+def test_base_with_a_definition_file(tmp_path, capsys):
+    text, files = with_definition(image=DEF_IMAGE + "    base: base\n")
+    (err,) = run_plan(tmp_path, text, capsys, files)
+    assert err == (f"matrix.yaml:{line_of(text, 'base: base', 2)}: image defapp: its recipe is "
+                   "a definition file, whose From: lines name its bases (a tag of this "
+                   "catalogue becomes a need); delete base:")
+
+
+def test_definition_file_problems_name_the_file_and_line(tmp_path, capsys):
+    text, files = with_definition("Bootstrap: docker\nFrom: t/base:ompi-4.1\n%setup\n  id\n"
+                                  "Bootstrap: localimage\nFrom: /x.sif\n")
+    assert run_plan(tmp_path, text, capsys, files) == [
+        "images/defapp/recipe.def:3: %setup runs as root on the build host, outside the "
+        "container: refused for security; do the work in %post, and copy files in with %files",
+        "images/defapp/recipe.def:5: 'Bootstrap: localimage': the factory builds only from "
+        "registry images it can pin by digest, and other bootstrap agents read files of the "
+        "build host (localimage, oras, yum, debootstrap, ...) or moving sources (library, "
+        "shub); write 'Bootstrap: docker'",
+    ]

@@ -12,7 +12,7 @@ from tests.catalogues import BASIC, plan, write
 
 REPO = Path(__file__).resolve().parents[2]
 JSON_KEYS = ["id", "image", "kind", "repository", "tag", "arch", "variables", "recipe", "needs",
-             "build_id", "action", "reason"]
+             "build_id", "action", "reason", "recipe_file", "sources"]
 
 
 def test_app_needs_the_base_cell_with_the_same_axis_values(tmp_path):
