@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.console import make_console
-from pipeline.lab import apptainer_image, engine, host, services
+from pipeline.lab import apptainer_image, engine, host, node_image, services
 from pipeline.lab.registries import LabRegistry, ensure_login, lab_registries
 from pipeline.settings import Settings
 from pipeline.tools import apptainer, buildx, docker_engine
@@ -69,7 +69,8 @@ def up(settings: Settings, out=sys.stdout) -> int:
     client = docker_engine.find_build_client(settings)
     console.print(f"builder: {client.kind} ({client.path}, client {client.version})")
     _ensure_builder(settings, client, paths, console)
-    _ensure_apptainer(settings, client, paths, console)
+    runtime = _ensure_apptainer(settings, client, paths, console)
+    _ensure_node(settings, client, runtime, paths, console)
     return 0
 
 
@@ -88,7 +89,8 @@ def _ensure_builder(settings: Settings, client, paths: LabPaths, console: Consol
     console.print(f"buildx builder: {name} ({buildx.builder_image(client, name)})")
 
 
-def _ensure_apptainer(settings: Settings, client, paths: LabPaths, console: Console) -> None:
+def _ensure_apptainer(settings: Settings, client, paths: LabPaths,
+                      console: Console) -> apptainer.Apptainer:
     try:
         runtime = apptainer.find(settings.lab_dir, client)
     except apptainer.ApptainerMissing:
@@ -99,6 +101,21 @@ def _ensure_apptainer(settings: Settings, client, paths: LabPaths, console: Cons
             runtime = apptainer_image.make_image(settings.lab_dir, client,
                                            lambda line: print(line, file=handle, flush=True))
     console.print(f"apptainer: {runtime.describe()}")
+    return runtime
+
+
+def _ensure_node(settings: Settings, client, runtime: apptainer.Apptainer, paths: LabPaths,
+                 console: Console) -> None:
+    """The cluster node the mpi-hybrid test runs on; a host Apptainer's node is the host."""
+    if runtime.kind != "container":
+        return
+    log_file = paths.logs / "node-image.log"
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8") as handle:
+        node = node_image.ensure(settings.lab_dir, client, runtime,
+                                 lambda line: print(line, file=handle, flush=True))
+    mpis = ", ".join(m.mpirun for m in node.mpis) or "no MPI found"
+    console.print(f"cluster node: {node.image} ({mpis}; log {log_file})")
 
 
 def _ensure_docker(paths: LabPaths, console: Console) -> None:

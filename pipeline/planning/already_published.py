@@ -5,6 +5,9 @@ build_id as the annotation ``org.sjtuhpc.factory.build-id``.  The plan computes 
 effective build_ids as the build stage (``upstream.py`` gives the OS content without
 building), so one manifest request per tag tells which jobs need nothing.
 
+A tag built from a ``recipe.def`` has no index: its SIFs' moving tags
+``<repository>-sif:<tag>-<arch>`` carry the build_id in their manifests' annotations.
+
 Example::
 
     ids, unknown = effective_build_ids(tag_closure(declared, jobs), Upstream(settings))
@@ -14,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from pipeline.names import BUILD_ID
@@ -66,6 +70,33 @@ def published_arches(registry: Registry, repository: str, tag: str) -> dict:
             for d in index["manifests"] if "platform" in d}
 
 
+def sif_repository(repository: str) -> str:
+    """Where the SIFs of ``repository``'s tags are published (ORAS artifacts)."""
+    return repository + "-sif"
+
+
+def published_sif_arches(registry: Registry, repository: str, tag: str, arches: list) -> dict:
+    """{arch: {"digest", "annotations"}} of the SIFs published under the moving tags
+    ``<repository>-sif:<tag>-<arch>``: a tag built from a ``recipe.def`` has no image index,
+    its SIF manifests carry the build_id."""
+    found = {}
+    for arch in arches:
+        manifest = registry.manifest(sif_repository(repository), f"{tag}-{arch}")
+        if manifest is None:
+            continue
+        try:
+            annotations = json.loads(manifest[0]).get("annotations") or {}
+        except ValueError:
+            annotations = {}
+        found[arch] = {"digest": manifest[2], "annotations": annotations}
+    return found
+
+
+def sif_only(job: Job) -> bool:
+    """A job built from a ``recipe.def``: it publishes a SIF and no image."""
+    return job.recipe_file == "recipe.def"
+
+
 def mark_published(jobs: list[Job], registry: Registry, ids: dict, unknown: dict) -> list[Job]:
     """Jobs whose effective build_id (``ids``, from ``effective_build_ids``) is published
     become ``skip``; those in ``unknown`` say why nobody can tell."""
@@ -82,7 +113,8 @@ def mark_published(jobs: list[Job], registry: Registry, ids: dict, unknown: dict
         key = (job.repository, job.tag)
         if key not in tags:
             try:
-                tags[key] = published_arches(registry, *key)
+                tags[key] = (published_sif_arches(registry, *key, _arches(jobs, key))
+                             if sif_only(job) else published_arches(registry, *key))
             except RegistryError as err:
                 tags[key] = err
         found = tags[key]
@@ -91,7 +123,13 @@ def mark_published(jobs: list[Job], registry: Registry, ids: dict, unknown: dict
                                          f"{found}")
         elif found.get(job.arch, {}).get("annotations", {}).get(BUILD_ID) == ids[job.id]:
             digest = found[job.arch]["digest"]
+            where = (f"{sif_repository(job.repository)}:{job.tag}-{job.arch}" if sif_only(job)
+                     else f"{job.repository}:{job.tag}")
             result = replace(job, action="skip", reason=f"already published as {registry.host}/"
-                             f"{job.repository}:{job.tag} ({job.arch} {digest[:19]})")
+                             f"{where} ({job.arch} {digest[:19]})")
         marked.append(result)
     return marked
+
+
+def _arches(jobs: list[Job], key: tuple) -> list:
+    return sorted({j.arch for j in jobs if (j.repository, j.tag) == key})

@@ -4,7 +4,9 @@ A CI job (``run --only``) stages its image (build stage) and, once its tests pas
 SIF (``stages/handoff.py``), both attested.  The publish job runs on another runner, later:
 for each job of the plan to build, it looks up the image and the tested SIF of the job's
 *effective* build_id (computed as the planner does, ``planned_for``) in trusted staging.
-Found and attested: the job ``passed`` (its SIF is downloaded for the SIF tags and the
+A job built from a ``recipe.def`` staged a SIF artifact instead of an image; it is
+checked by its attestation alone (an artifact has no image labels).  Found and attested:
+the job ``passed`` (its SIF is downloaded for the SIF tags and the
 library).  Otherwise it ``failed`` with the reason, and the publisher refuses every tag of
 that job (a tag is published only when every arch passed).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import time
 
 from pipeline.names import sif_name
+from pipeline.planning.already_published import sif_only
 from pipeline.stages.build import Built
 from pipeline.stages.convert import Converted
 from pipeline.stages.handoff import StagedSif, fetch_sif
@@ -45,12 +48,15 @@ def _take(outcome, build_id: str, registry, context, log) -> None:
     job, staging = outcome.job, context.staging
     repository, tag = staging.repository(job.repository), staging.tag(build_id, job.arch)
     where = f"{staging.registry}/{repository}:{tag}"
+    what = "SIF built from its recipe.def" if sif_only(job) else "image"
     digest = registry.digest(repository, tag)
     if digest is None:
-        _failed(outcome, f"no image in staging ({where}): its CI job failed, was skipped or "
+        _failed(outcome, f"no {what} in staging ({where}): its CI job failed, was skipped or "
                 "has not run", log)
         return
-    problem = staging.distrust(registry, repository, tag, digest, build_id, job.id)
+    # A recipe.def job staged its built SIF where an image would be: an artifact, no labels.
+    check = staging.distrust_artifact if sif_only(job) else staging.distrust
+    problem = check(registry, repository, tag, digest, build_id, job.id)
     if problem:
         _failed(outcome, f"the image in staging ({where}) is not used: {problem}", log)
         return
@@ -59,9 +65,10 @@ def _take(outcome, build_id: str, registry, context, log) -> None:
     if not isinstance(staged, StagedSif):
         _failed(outcome, staged, log)
         return
-    outcome.built = Built(staging.reference(job.repository, tag),
-                          staging.reference(job.repository, digest), digest, build_id,
-                          "", "", True)
+    prefix = "oras://" if sif_only(job) else ""
+    outcome.built = Built(prefix + staging.reference(job.repository, tag),
+                          prefix + staging.reference(job.repository, digest), digest, build_id,
+                          "", "", True, sif if sif_only(job) else None)
     outcome.converted = Converted(sif, sif.with_suffix(".def"), sif.stat().st_size, True)
     outcome.stages = {
         "build": {**outcome.built.to_json(), "result": "passed", "from": "staging"},

@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from pipeline.errors import Interrupted
 from pipeline.names import file_name
+from pipeline.planning.already_published import sif_only
 from pipeline.run.failures import first_line
 from pipeline.stages.publish import (
     ArchState,
@@ -89,6 +90,11 @@ class Publisher:
             commit_time(context.catalogue_dir, context.source.revision), trust=staging)
 
     def _state(self, job, outcome) -> ArchState:
+        state = self._arch_state(job, outcome)
+        state.sif_only = sif_only(job)  # recipe.def: SIFs only, whether it ran or not
+        return state
+
+    def _arch_state(self, job, outcome) -> ArchState:
         known = self.run.published_ids.get(job.id)
         if outcome is None:
             return ArchState(job.arch, job.id, known, missing=None if known else
@@ -98,9 +104,8 @@ class Publisher:
                 return ArchState(job.arch, job.id, outcome.built.build_id,
                                  missing="was not tested in this run (publish needs the "
                                          "build, convert and test stages)")
-            staging = outcome.built.reference.split("/", 1)[1].rsplit("@", 1)[0]
             return ArchState(job.arch, job.id, outcome.built.build_id, outcome.built.digest,
-                             staging, outcome.converted.sif)
+                             outcome.built.staging_repository, outcome.converted.sif)
         first = outcome.reason.splitlines()[0] if outcome.reason else outcome.result
         if outcome.result == "failed" or not known or first.startswith("needs "):
             return ArchState(job.arch, job.id, known, missing=f"{outcome.result} ({first})")

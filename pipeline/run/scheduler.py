@@ -410,7 +410,11 @@ class Run:
         if stage == "convert":
             outcome.converted = convert_stage.convert(job, outcome.built, context, log)
             return outcome.converted.to_json()
-        results = test_stage.run_tests(job, outcome.converted.sif, context, log)
+        # The job's base SIF, when converted in this run: an image without mpicc has the MPI
+        # hello world compiled there (same MPI).
+        base = self.outcomes[job.needs[0]].converted if job.needs else None
+        results = test_stage.run_tests(job, outcome.converted.sif, context, log,
+                                       compile_in=base.sif if base else None)
         outcome.stages["test"] = {"tests": [r.to_json() for r in results]}
         failed = [r for r in results if r.result == "failed"]
         if failed:
@@ -422,7 +426,9 @@ class Run:
         if outcome.job.id in self.taken:
             return f"taken from staging: {outcome.built.reference}"
         parts = ["already built" if outcome.built.cached else "built"]
-        if outcome.converted:
+        if outcome.converted and outcome.built.sif_only:  # recipe.def: apptainer built it
+            parts.append("SIF built from recipe.def")
+        elif outcome.converted:
             parts.append("SIF reused" if outcome.converted.cached else "converted")
         if "test" in outcome.stages:
             tests = outcome.stages["test"]["tests"]

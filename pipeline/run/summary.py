@@ -66,7 +66,7 @@ def print_summary(outcomes: list, console: Console, path: Path,
         digest = o.built.digest[:19] if o.built else ""
         table.add_row(escape(mask(o.job.id.rsplit("@", 1)[0])), o.job.arch,
                       f"[{STYLES.get(o.result, '')}]{o.result}[/]", f"{o.duration:.0f} s",
-                      digest, escape(mask(o.reason.splitlines()[0])) if o.reason else "")
+                      digest, escape(mask(_table_reason(o))))
     console.print(table)
     if publications:
         pub = Table(title="publications")
@@ -83,6 +83,16 @@ def print_summary(outcomes: list, console: Console, path: Path,
         ", ".join(f"{counts[r]} {r}" for r in shown) +
         f"; summary: {path}" + (f"; JUnit: {junit}" if junit.exists() else "") +
         f"; logs: {path.parent / 'logs'}; SIFs: {path.parent / 'sif'}")))
+
+
+def _table_reason(o) -> str:
+    """The first line of the job's reason; for a passed job also what its %test computed
+    (the app images' workload lines), which the job's reason only calls "passed"."""
+    lines = o.reason.splitlines()[:1]
+    if o.result == "passed":
+        tests = (o.stages.get("test") or {}).get("tests") or []
+        lines += [t["reason"] for t in tests if t.get("name") == "%test" and t.get("reason")]
+    return "\n".join(lines)
 
 
 @dataclass

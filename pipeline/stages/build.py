@@ -7,6 +7,8 @@
   changes it.
 * Builds import and export BuildKit's registry cache in the run's staging, keyed by recipe,
   cell and arch, so that a fresh runner is not cold (``pipeline.tools.build_cache``).
+* A recipe folder with a ``recipe.def`` instead of a Dockerfile is built straight into a
+  SIF by Apptainer (``build_definition.py``), and staged as an ORAS artifact.
 * Every built image is pushed to the run's staging area (``pipeline.tools.registry.staging``:
   trusted for main/nightly, a separate one for pr), ``<staging>/<repository>:<build_id>-<arch>``;
   that is what gives it a digest to build FROM.  Staging is not publishing: nothing reaches
@@ -17,48 +19,18 @@
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
 
 from pipeline.planning.build_ids import effective_build_id, upstream_identities
 from pipeline.planning.jobs import Job
+from pipeline.stages import build_definition
+from pipeline.stages.built import BuildFailed, Built, NeedNotStaged, staging_ref
 from pipeline.stages.context import StageContext
 from pipeline.stages.labels import build_args, image_labels
 from pipeline.tools import buildx
 from pipeline.tools.build_cache import Cell, build_command
 from pipeline.tools.docker_engine import inspect_image, push
 from pipeline.tools.processes import Log, run_logged
-from pipeline.tools.registry.staging import Staging
 from pipeline.tools.upstream import UpstreamUnknown
-
-
-class BuildFailed(RuntimeError):
-    """The recipe did not build; the message holds the last lines of the build output."""
-
-
-class NeedNotStaged(RuntimeError):
-    """A job taken from staging (``run --only``'s needs) is not there, or not trusted:
-    its own CI job has not staged it (an infrastructure failure, exit 4, never a rebuild)."""
-
-
-@dataclass(frozen=True)
-class Built:
-    tagged: str  # REGISTRY/factory-staging/<repository>:<build_id>-<arch>
-    reference: str  # REGISTRY/factory-staging/<repository>@sha256:...
-    digest: str
-    build_id: str  # effective: plan build_id + what is below it
-    base_name: str
-    base_digest: str
-    cached: bool
-
-    def to_json(self) -> dict:
-        return {"image": self.tagged, "reference": self.reference, "digest": self.digest,
-                "build_id": self.build_id,
-                "base": f"{self.base_name}@{self.base_digest}", "cached": self.cached}
-
-
-def staging_ref(job: Job, build_id: str, staging: Staging) -> tuple[str, str]:
-    """(repository, tag) of a job's image in its staging area."""
-    return staging.repository(job.repository), staging.tag(build_id, job.arch)
 
 
 def build_command_of(job: Job, ctx: StageContext, log: Log) -> list[str]:
@@ -70,20 +42,30 @@ def build_command_of(job: Job, ctx: StageContext, log: Log) -> list[str]:
     return command.argv
 
 
+def _base(job: Job, needs: dict, ctx: StageContext, log: Log) -> tuple:
+    """(base name, base reference, base digest, the build_ids below) of a Dockerfile job."""
+    if job.needs:
+        need = needs[job.needs[0]]
+        if need.sif_only:
+            raise BuildFailed(f"{job.needs[0]} is built from a recipe.def into a SIF only; "
+                              "a Dockerfile cannot build FROM it")
+        base_name = job.needs[0].rsplit("@", 1)[0]
+        base_ref, base_digest = need.reference, need.digest
+        below = [needs[n].build_id for n in job.needs]
+        return base_name, base_ref, base_digest, below
+    os_base = ctx.os_bases.get(job.variables, log)
+    return os_base.name, os_base.reference, os_base.digest, [os_base.content_id]
+
+
 def build(job: Job, needs: dict, ctx: StageContext, log: Log, *,
           reuse_only: bool = False) -> Built:
     """Build ``job`` (or find it already built); ``needs`` maps need ids to their Built.
 
-    ``reuse_only``: take the job from staging or raise NeedNotStaged, never build it."""
-    if job.needs:
-        need = needs[job.needs[0]]
-        base_name = job.needs[0].rsplit("@", 1)[0]
-        base_ref, base_digest = need.reference, need.digest
-        below = [needs[n].build_id for n in job.needs]
-    else:
-        os_base = ctx.os_bases.get(job.variables, log)
-        base_name, base_ref, base_digest = os_base.name, os_base.reference, os_base.digest
-        below = [os_base.content_id]
+    ``reuse_only``: take the job from staging or raise NeedNotStaged, never build it.
+    A ``recipe.def`` job is built into a SIF by ``build_definition``."""
+    if build_definition.is_definition(job):
+        return build_definition.build(job, needs, ctx, log, reuse_only=reuse_only)
+    base_name, base_ref, base_digest, below = _base(job, needs, ctx, log)
     try:  # the same function the plan uses: the two cannot disagree
         build_id = effective_build_id(job, below, upstream_identities(job, ctx.os_bases.upstream))
     except UpstreamUnknown as err:

@@ -13,6 +13,9 @@ another digest (a fresh registry, an image rebuilt into staging), and the SIF's 
 the digest, so that SIF is converted again.  A stamp of an older factory (the build_id
 alone) matches nothing; a reused SIF that does not verify is converted again too.
 
+A job built from a ``recipe.def`` has no image to convert: its build stage made the SIF,
+which this stage hands on as it is.
+
 Conversion scratch comes from the run's ``ScratchBudget`` (``pipeline.stages.scratch``): a
 conversion may wait for room there, or fail at once when it can never fit.
 """
@@ -20,7 +23,6 @@ conversion may wait for room there, or fail at once when it can never fit.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -28,17 +30,14 @@ from pathlib import Path
 
 from pipeline.names import sif_name
 from pipeline.planning.jobs import Job
-from pipeline.stages.build import Built
+from pipeline.stages.built import Built
 from pipeline.stages.context import StageContext
 from pipeline.stages.definition import definition, sif_labels
 from pipeline.stages.scratch import ScratchTooSmall
+from pipeline.stages.sif_check import ConvertFailed, verify
 from pipeline.tools.apptainer import Scratch
 from pipeline.tools.docker_engine import inspect_image, pull
 from pipeline.tools.processes import Log
-
-
-class ConvertFailed(RuntimeError):
-    """The SIF could not be built, or is not what the job says."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,9 @@ def reusable(stamp: str | None, build_id: str, image_digest: str) -> bool:
 
 
 def convert(job: Job, built: Built, ctx: StageContext, log: Log) -> Converted:
+    if built.sif is not None:  # recipe.def: the build stage made (and checked) the SIF
+        log(f"nothing to convert: {built.sif.name} was built from the recipe's definition file")
+        return Converted(built.sif, built.sif.with_suffix(".def"), built.sif.stat().st_size, True)
     ctx.sif_dir.mkdir(parents=True, exist_ok=True)
     sif = ctx.sif_dir / sif_name(job.id)
     def_file = sif.with_suffix(".def")
@@ -133,35 +135,3 @@ def _build(partial: Path, def_file: Path, scratch: Scratch, ctx: StageContext, l
         raise ConvertFailed(f"apptainer build failed for {def_file.name}; see the log") from None
     finally:
         shutil.rmtree(scratch.path, ignore_errors=True)
-
-
-def verify(sif: Path, job: Job, labels: dict, ctx: StageContext, log: Log) -> None:
-    """ConvertFailed unless the SIF has its def file, a system partition of the job's arch,
-    and every label."""
-    try:
-        # Unprivileged: that runtime also sees QEMU, without which Apptainer refuses to
-        # inspect a SIF of a foreign arch.
-        listing = ctx.apptainer.output(["sif", "list", str(sif)], [sif.parent], unprivileged=True)
-        inspected = json.loads(ctx.apptainer.output(["inspect", "--json", str(sif)], [sif.parent],
-                                                    unprivileged=True))
-    except subprocess.CalledProcessError as err:
-        why = (err.stderr or err.stdout or "").strip().splitlines()[-1:]
-        raise ConvertFailed(f"cannot read {sif.name} back: {' '.join(why)}") from None
-    except json.JSONDecodeError as err:
-        raise ConvertFailed(f"cannot read {sif.name}'s labels: {err}") from None
-    log(listing)
-    if "Def.FILE" not in listing:
-        raise ConvertFailed(f"{sif.name} holds no definition file")
-    partition = re.search(r"FS \(Squashfs/\*System/(\w+)\)", listing)
-    if not partition:
-        raise ConvertFailed(f"{sif.name} has no Squashfs system partition")
-    if partition.group(1) != job.arch:
-        raise ConvertFailed(f"{sif.name}'s system partition is for {partition.group(1)}, not "
-                            f"{job.arch}")
-    found = inspected.get("data", {}).get("attributes", {}).get("labels", {})
-    wrong = [f"{k}={found.get(k)!r} (expected {v!r})" for k, v in labels.items()
-             if found.get(k) != v]
-    if wrong:
-        raise ConvertFailed(f"{sif.name}'s labels do not read back: {'; '.join(wrong[:3])}")
-    log(f"verified {sif.name}: definition file, {job.arch} system partition, "
-        f"{len(labels)} labels")

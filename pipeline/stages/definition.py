@@ -143,6 +143,11 @@ def _check_structure(text: str, sections: list[str]) -> None:
                                f"{stages} build stage(s), not {sections} and 1")
 
 
+def label_key(key: str) -> str:
+    """``key`` when it is a plain label name; UnsafeDefinition otherwise."""
+    return _label_key(key)
+
+
 def _label_key(key: str) -> str:
     if not _LABEL_KEY.match(key):
         raise UnsafeDefinition(f"label name '{escape_controls(key)}' is not letters, digits, "

@@ -10,10 +10,19 @@ container talks to it (PMI/PMIx), so both sides must agree:
 * Open MPI and the MPICH family never mix;
 * a host whose family or version is unknown is not trusted.
 
+Which host MPIs there are (:func:`host_mpis`): with a host Apptainer, the host's ``mpirun``
+(``PIPELINE_HOST_MPI`` or ``mpirun`` on PATH).  With the lab's containerized Apptainer the
+"host" is the lab's cluster node (``pipeline/lab/node_image.py``), whose MPIs ``lab up``
+recorded; ``PIPELINE_HOST_MPI`` then names one of the node's ``mpirun`` (e.g.
+``/usr/bin/mpirun.mpich``) to use instead of choosing: a host program could not start ranks
+inside the node's container, and a path the node does not have is refused with the list of
+those it has.  :func:`choose` picks the one that can launch the container's MPI.
+
 Example::
 
     host = detect_host_mpi()  # HostMpi('/usr/bin/mpirun', 'openmpi', '4.1.4', None)
     ok, reason = compatible("openmpi", "4.1", host.family, host.version, host.soname)
+    host, reason = choose("mpich", "4.0", host_mpis(ctx.apptainer))
 """
 
 from __future__ import annotations
@@ -22,9 +31,11 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.tools.apptainer import Apptainer
 
 NAMES = {"openmpi": "Open MPI", "mpich": "MPICH", "intelmpi": "Intel MPI",
          "mvapich": "MVAPICH", "craympich": "Cray MPICH"}
@@ -115,11 +126,14 @@ class HostMpi:
     family: str | None
     version: str | None
     soname: str | None = None
+    where: str = ""  # "" on the host itself; "on the lab's node" for the node's MPIs
 
     def describe(self) -> str:
-        """``Open MPI 4.1.4 (/usr/bin/mpirun)``."""
+        """``Open MPI 4.1.4 (/usr/bin/mpirun)``, ``MPICH 5.0.2 (/usr/bin/mpirun.mpich on the
+        lab's node)``."""
         name = _label(self.family, None)
-        return f"{name} {self.version or '(unknown version)'} ({self.mpirun})"
+        place = f"{self.mpirun} {self.where}".rstrip()
+        return f"{name} {self.version or '(unknown version)'} ({place})"
 
 
 class HostMpiMissing(RuntimeError):
@@ -163,14 +177,77 @@ def find_mpirun(env: Mapping[str, str] | None = None,
     return found
 
 
+def soname_of(libraries: Sequence[str]) -> str | None:
+    """``libmpi.so.12`` when these library file names include the MPICH ABI's, else None."""
+    if any(re.match(r"lib(mpi|mpich)\.so\.12(\.|$)", name) for name in libraries):
+        return MPICH_SONAME
+    return None
+
+
 def mpich_soname(mpirun: str) -> str | None:
     """``libmpi.so.12`` when the installation ``mpirun`` belongs to ships it, else None."""
     prefix = Path(os.path.realpath(mpirun)).parent.parent
-    for pattern in ("lib*/libmpi.so.12*", "lib*/*/libmpi.so.12*", "lib*/libmpich.so.12*",
-                    "lib*/*/libmpich.so.12*"):
-        if next(prefix.glob(pattern), None) is not None:
-            return MPICH_SONAME
-    return None
+    return soname_of([p.name for pattern in ("lib*/libmpi*.so.*", "lib*/*/libmpi*.so.*")
+                      for p in prefix.glob(pattern)])
+
+
+def host_mpi_from(mpirun: str, version_output: str, libraries: Sequence[str] = (),
+                  where: str = "") -> HostMpi:
+    """A HostMpi from what an ``mpirun`` said of itself and its installation's libraries."""
+    family, version = parse_version_output(version_output)
+    soname = soname_of(libraries) if family in MPICH_ABI else None
+    return HostMpi(mpirun, family, version, soname, where)
+
+
+NODE = "on the lab's node"
+
+
+def host_mpis(runtime: Apptainer, env: Mapping[str, str] | None = None) -> list[HostMpi]:
+    """The MPIs that may launch ``apptainer exec`` ranks for this runtime (see the module's
+    text); HostMpiMissing with the reason when there is none to try."""
+    if runtime.kind == "host":
+        return [detect_host_mpi(env)]
+    if runtime.node is None:
+        raise HostMpiMissing("the lab runs Apptainer in a container and has no cluster node "
+                             "image to run a host MPI on; run `python -m pipeline lab up`")
+    found = [host_mpi_from(m.mpirun, m.version_output, m.libraries, NODE)
+             for m in runtime.node.mpis]
+    if not found:
+        raise HostMpiMissing(f"the lab's node {runtime.node.image} has no mpirun")
+    env = os.environ if env is None else env
+    given = env.get(HOST_MPI_VARIABLE, "").strip()
+    if not given:
+        return found
+    chosen = [h for h in found if h.mpirun == given]
+    if not chosen:
+        raise HostMpiMissing(f"{HOST_MPI_VARIABLE}={given} is not an mpirun of the lab's node "
+                             f"(it has {', '.join(h.mpirun for h in found)})")
+    return chosen
+
+
+def choose(container_family: str, container_version: str,
+           hosts: Sequence[HostMpi]) -> tuple[HostMpi | None, str]:
+    """The host MPI that launches the container's (one of its own family first), with why;
+    else (None, why not), naming only the host MPIs of the container's family (Open MPI, or
+    the MPICH ABI family) unless the host has none of it."""
+    verdicts = [(h, *compatible(container_family, container_version, h.family, h.version,
+                                h.soname)) for h in hosts]
+    mine = family_of(container_family)
+    good = sorted((v for v in verdicts if v[1]), key=lambda v: family_of(v[0].family) != mine)
+    if good:
+        return good[0][0], good[0][2]
+    side = _side(mine)
+    relevant = [why for host, _, why in verdicts
+                if side is not None and _side(family_of(host.family)) == side]
+    reasons = relevant or [why for _, _, why in verdicts]
+    return None, "; ".join(dict.fromkeys(reasons)) or "no host MPI to try"
+
+
+def _side(family: str | None) -> str | None:
+    """The ABI side a family is on: ``openmpi`` or ``mpich`` (the MPICH ABI family)."""
+    if family is None:
+        return None
+    return "openmpi" if family == "openmpi" else "mpich"
 
 
 def detect_host_mpi(env: Mapping[str, str] | None = None,

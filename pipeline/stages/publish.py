@@ -14,6 +14,9 @@ Order, so that a failure leaves the moving tags untouched and a rerun resumes:
    (``publication``: a hash of the arches' build_ids; never overwritten);
 5. the moving tags last: ``<repository>-sif:<tag>-<arch>``, then ``<repository>:<tag>``.
 
+A tag built from a ``recipe.def`` has SIFs only (``publish_sif_tag``): steps 2, 3 and the
+moving SIF tags; no image and no index is pushed, none is pretended.
+
 Nothing pushed under an immutable tag depends on when the run happens: ``created`` is
 ``ctx.created``, the source revision's commit time (``git.commit_time``), so a rerun of the
 same build writes the same manifests.  Without one (a dirty tree, an unknown revision:
@@ -24,16 +27,18 @@ a rerun finds unchanged because it reuses the staged image of the same build_id.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from pipeline.names import BUILD_ID, FACTORY, OCI
-from pipeline.planning.already_published import published_arches
+from pipeline.planning.already_published import published_arches, published_sif_arches
 from pipeline.tools import sylabs_library as library
 from pipeline.tools.apptainer import Apptainer
 from pipeline.tools.credentials import Secrets
+from pipeline.tools.digests import sha256_file
 from pipeline.tools.git import EPOCH
 from pipeline.tools.oci_artifacts import (
     copy_image,
@@ -86,6 +91,8 @@ class ArchState:
     sif: Path | None = None
     missing: str | None = None  # why it cannot be published
     pushed: dict = field(default_factory=dict)
+    # Built from a recipe.def: a SIF and no Docker image (``digest``: the staged SIF artifact)
+    sif_only: bool = False
 
 
 def publication_id(build_ids: dict) -> str:
@@ -100,6 +107,8 @@ def publish_tag(repository: str, tag: str, arches: list[ArchState], ctx: Publish
     if missing:
         raise PublishRefused(f"{repository}:{tag} not published: " + "; ".join(missing))
     try:
+        if arches and all(a.sif_only for a in arches):
+            return publish_sif_tag(repository, tag, arches, ctx, log)
         return _publish(repository, tag, arches, ctx, log)
     except (RegistryError, FileNotFoundError, OSError) as err:
         raise PublishFailed(ctx.secrets.mask(str(err))) from None
@@ -129,6 +138,9 @@ def _publish(repository: str, tag: str, arches: list[ArchState], ctx: PublishCon
     entries = {a: current[a] for a in current if a in {s.arch for s in arches}}
     sif_manifests = {}
     for state in fresh:
+        if state.sif_only:
+            raise PublishFailed(f"{repository}:{tag}: {state.arch} is a SIF built from a "
+                                "recipe.def, the other arches are images; build all alike")
         log(f"{repository}:{tag}: copying {state.arch} image {state.digest}")
         descriptor = copy_image(ctx.staging, state.staging_repository, reg, repository,
                                 state.digest, ctx.scratch)
@@ -138,23 +150,7 @@ def _publish(repository: str, tag: str, arches: list[ArchState], ctx: PublishCon
                                                f"{FACTORY}.id": state.job_id}}
         state.pushed = {"result": "published", "image": f"{reg.host}/{repository}@{state.digest}"}
         if state.sif:
-            sif_repo = repository + SIF_SUFFIX
-            sif_tag = f"{tag}-{state.arch}-{state.build_id[:12]}"
-            log(f"{repository}:{tag}: pushing {state.sif.name} as oras://{reg.host}/{sif_repo}:"
-                f"{sif_tag}")
-            created = sif_created(ctx, partial(image_created, reg, repository, state.digest))
-            pushed = push_sif(reg, sif_repo, sif_tag, state.sif,
-                              sif_annotations(state, ctx.revision, created))
-            if pushed.kept:
-                log(f"{repository}:{tag}: {sif_repo}:{sif_tag} exists ({pushed.manifest}, SIF "
-                    f"{pushed.sif}); kept, never overwritten")
-            sif_manifests[state.arch] = pushed.manifest
-            state.pushed.update({"sif": f"oras://{reg.host}/{sif_repo}:{tag}-{state.arch}",
-                                 "sif_immutable": f"oras://{reg.host}/{sif_repo}:{sif_tag}",
-                                 "sif_manifest": pushed.manifest,
-                                 "sif_sha256": pushed.sif})
-            state.pushed["library"] = _library(repository, tag, state, ctx, log)
-
+            sif_manifests[state.arch] = _push_sif(repository, tag, state, ctx, log)
     existing = reg.manifest(repository, immutable)
     if existing:  # the same build_ids were published before: reuse, never overwrite
         body, media_type, index_digest = existing
@@ -177,6 +173,95 @@ def _publish(repository: str, tag: str, arches: list[ArchState], ctx: PublishCon
             "tags": [immutable, tag], "result": "published"}
 
 
+def _push_sif(repository: str, tag: str, state: ArchState, ctx: PublishContext,
+              log: Log) -> str:
+    """Step 2 and 3 for one arch: its SIF under the immutable SIF tag, then the library;
+    returns the SIF manifest's digest (the moving SIF tag is set last)."""
+    reg = ctx.registry
+    sif_repo = repository + SIF_SUFFIX
+    sif_tag = f"{tag}-{state.arch}-{state.build_id[:12]}"
+    log(f"{repository}:{tag}: pushing {state.sif.name} as oras://{reg.host}/{sif_repo}:"
+        f"{sif_tag}")
+    # A SIF-only tag has no image, and so no image label to fall back on.
+    label = (partial(image_created, reg, repository, state.digest) if not state.sif_only
+             else lambda: None)
+    pushed = push_sif(reg, sif_repo, sif_tag, state.sif,
+                      sif_annotations(state, ctx.revision, sif_created(ctx, label)))
+    if pushed.kept:
+        log(f"{repository}:{tag}: {sif_repo}:{sif_tag} exists ({pushed.manifest}, SIF "
+            f"{pushed.sif}); kept, never overwritten")
+    state.pushed.update({"sif": f"oras://{reg.host}/{sif_repo}:{tag}-{state.arch}",
+                         "sif_immutable": f"oras://{reg.host}/{sif_repo}:{sif_tag}",
+                         "sif_manifest": pushed.manifest,
+                         "sif_sha256": pushed.sif})
+    state.pushed["library"] = _library(repository, tag, state, ctx, log)
+    return pushed.manifest
+
+
+def publish_sif_tag(repository: str, tag: str, arches: list[ArchState], ctx: PublishContext,
+                    log: Log) -> dict:
+    """Publish a tag built from a ``recipe.def``: SIFs only, no image and no image index.
+
+    Each arch's SIF goes where a Dockerfile image's SIF goes (immutable
+    ``<repository>-sif:<tag>-<arch>-<build_id[:12]>``, the library, then the moving
+    ``<tag>-<arch>``), each checked first against the SIF its build staged (attested, same
+    bytes).  What is published is read back from the moving SIF tags' build_ids."""
+    reg = ctx.registry
+    sif_repo = repository + SIF_SUFFIX
+    current = published_sif_arches(reg, repository, tag, [a.arch for a in arches])
+    fresh = [a for a in arches
+             if current.get(a.arch, {}).get("annotations", {}).get(BUILD_ID) != a.build_id]
+    for state in arches:
+        if state not in fresh:
+            state.pushed = {"result": "already published", "sif":
+                            f"oras://{reg.host}/{sif_repo}:{tag}-{state.arch}",
+                            "sif_manifest": current[state.arch]["digest"]}
+        elif state.digest is None or state.sif is None:
+            raise PublishRefused(f"{repository}:{tag} not published: {state.arch} is published "
+                                 "with another build_id and was not built in this run")
+    tags = [f"{sif_repo}:{tag}-{a.arch}" for a in arches]
+    if not fresh:
+        log(f"{repository}:{tag}: every arch's SIF is already published")
+        return {"tags": tags, "result": "already published"}
+    _check_staged_sifs(fresh, ctx, repository, tag)
+    manifests = {}
+    for state in fresh:
+        state.pushed = {"result": "published"}
+        manifests[state.arch] = _push_sif(repository, tag, state, ctx, log)
+    for state in fresh:  # the moving tags last
+        body, media_type, _ = reg.manifest(sif_repo, manifests[state.arch])
+        reg.put_manifest(sif_repo, f"{tag}-{state.arch}", body, media_type)
+        log(f"{repository}:{tag}: oras://{reg.host}/{sif_repo}:{tag}-{state.arch} is "
+            f"{manifests[state.arch]}")
+    return {"tags": tags, "result": "published", "sif_only": True}
+
+
+def _check_staged_sifs(fresh: list[ArchState], ctx: PublishContext, repository: str,
+                       tag: str) -> None:
+    """PublishFailed, before anything is pushed, unless each SIF to publish is the one its
+    build staged (the attested artifact ``state.digest``), byte for byte."""
+    trust = _staging_trust(ctx, repository, tag)
+    for state in fresh if trust else ():
+        staged_tag = trust.tag(state.build_id, state.arch)
+        distrust = trust.distrust_artifact(ctx.staging, state.staging_repository, staged_tag,
+                                           state.digest, state.build_id, state.job_id)
+        found = ctx.staging.manifest(state.staging_repository, state.digest)
+        layers = json.loads(found[0]).get("layers") or [{}] if found else [{}]
+        if distrust is None and layers[0].get("digest") != sha256_file(state.sif):
+            distrust = "the SIF to publish is not the one staged"
+        if distrust:
+            raise PublishFailed(f"{repository}:{tag} not published: the staged {state.arch} "
+                                f"SIF {state.digest} is not trusted: {distrust}")
+
+
+def _staging_trust(ctx: PublishContext, repository: str, tag: str):
+    """The staging trust to check against (None: nothing to check); PublishFailed for pr
+    staging, which is never published."""
+    if ctx.trust is not None and not ctx.trust.trusted:
+        raise PublishFailed(f"{repository}:{tag}: pr staging is never published")
+    return ctx.trust
+
+
 def sif_created(ctx: PublishContext, image_label: Callable[[], str | None]) -> str:
     """The SIF's ``created``: the commit time; without one the image's label (asked only
     then), else EPOCH."""
@@ -195,12 +280,8 @@ def _check_staged(fresh: list[ArchState], ctx: PublishContext, repository: str,
                   tag: str) -> None:
     """PublishFailed, before anything is pushed, when a staged image is not what a trusted
     run of this plan made (see ``pipeline.tools.registry.staging``)."""
-    trust = ctx.trust
-    if trust is None:
-        return
-    if not trust.trusted:
-        raise PublishFailed(f"{repository}:{tag}: pr staging is never published")
-    for state in fresh:
+    trust = _staging_trust(ctx, repository, tag)
+    for state in fresh if trust else ():
         distrust = trust.distrust(ctx.staging, state.staging_repository,
                                   trust.tag(state.build_id, state.arch), state.digest,
                                   state.build_id, state.job_id)

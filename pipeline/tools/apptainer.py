@@ -10,6 +10,10 @@ HPC centres run Singularity from a container image to build SIFs:
   that may create user namespaces and use ``/dev/fuse`` (squashfuse mounts the SIF), since
   root Apptainer asks for capabilities this VM does not grant.
 
+The lab also makes a "cluster node" image (``pipeline/lab/node_image.py``): this runtime plus
+host MPIs, where the mpi-hybrid test runs a node's ``mpirun`` launching ``apptainer exec``
+ranks.  ``lab up`` records it with what its MPIs said about themselves (:class:`Node`).
+
 Every container started for a run carries the label ``org.sjtuhpc.factory.run=<run id>``
 and a name ``factory-<run id>-<n>``, so that an interrupted run can remove them all
 (:func:`remove_containers`); killing the ``docker run`` client does not stop its container.
@@ -18,6 +22,7 @@ and a name ``factory-<run id>-<n>``, so that an interrupted run can remove them 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -55,6 +60,34 @@ class Scratch:
         return self.memory_bytes > 0
 
 
+@dataclass(frozen=True)
+class NodeMpi:
+    """One MPI of the lab's node, as ``lab up`` found it (interpreted by the test stage)."""
+
+    mpirun: str  # its path in the node, e.g. /usr/bin/mpirun.mpich
+    version_output: str  # what ``mpirun --version`` printed
+    libraries: tuple = ()  # the libmpi*.so.* file names of its installation
+
+
+@dataclass(frozen=True)
+class Node:
+    """The lab's cluster node: an image with this runtime and host MPIs."""
+
+    image: str
+    mpis: tuple = ()  # NodeMpi, one per installed MPI
+
+    def to_json(self) -> dict:
+        return {"image": self.image, "mpis": [
+            {"mpirun": m.mpirun, "version_output": m.version_output,
+             "libraries": list(m.libraries)} for m in self.mpis]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Node:
+        return cls(data["image"], tuple(
+            NodeMpi(m["mpirun"], m["version_output"], tuple(m.get("libraries", ())))
+            for m in data.get("mpis", ())))
+
+
 class ApptainerMissing(RuntimeError):
     """No runtime: neither on the host nor made by ``lab up``."""
 
@@ -67,6 +100,7 @@ class Apptainer:
     docker: str | None  # the docker CLI that runs it
     version: str
     run_id: str | None = None  # labels and names the containers started for a run
+    node: Node | None = None  # the lab's cluster node, for kind "container"
 
     def container_options(self) -> list:
         """``--label``/``--name`` for one ``docker run`` of this run (none without a run id)."""
@@ -87,21 +121,12 @@ class Apptainer:
         ``read_only`` are more folders, bound read-only: what a recipe's test code may read
         but must not change (the SIFs of the run).  ``scratch`` is where Apptainer writes
         its temporary files (APPTAINER_TMPDIR)."""
-        rw = list(dict.fromkeys(map(str, binds)))
-        ro = [b for b in dict.fromkeys(map(str, read_only)) if b not in rw]
-        if args and args[0] in ("exec", "test", "run", "shell"):
-            # Inside the SIF too, the folders are where they are on the host.
-            bind_args = [x for b in rw for x in ("--bind", b)]
-            bind_args += [x for b in ro for x in ("--bind", f"{b}:{b}:ro")]
-            args = [args[0], *bind_args, *args[1:]]
+        rw, ro = _folders(binds, read_only)
+        args = with_binds(args, binds, read_only)
         if self.kind == "host":
             tmpdir = ["env", f"APPTAINER_TMPDIR={scratch.path}"] if scratch else []
             return [*tmpdir, self.command, *args]
-        argv = [self.docker, "run", "--rm", *self.container_options(), "--network", "host"]
-        for path in rw:
-            argv += ["-v", f"{path}:{path}"]
-        for path in ro:
-            argv += ["-v", f"{path}:{path}:ro"]
+        argv = self._docker_run(rw, ro)
         if docker_socket:
             socket = docker_socket_path()
             argv += ["-v", f"{socket}:/var/run/docker.sock"]
@@ -113,12 +138,29 @@ class Apptainer:
             argv += ["-v", f"{scratch.path}:{scratch.path}",
                      "-e", f"APPTAINER_TMPDIR={scratch.path}"]
         if unprivileged:
-            # /dev/fuse is 0600 on this kind of host; open it up inside this container only.
-            argv += [*UNPRIVILEGED, "-e", "HOME=/home/factory", self.image, "sh", "-c",
-                     PREPARE + f'exec setpriv --reuid={USER} --regid={USER} --clear-groups "$@"',
-                     "apptainer", self.command, *args]
-            return argv
+            return [*argv, *_unprivileged(self.image, [self.command, *args])]
         return [*argv, self.image, self.command, *args]
+
+    def node_argv(self, command: list, binds: list, read_only: tuple = ()) -> list:
+        """``command`` (e.g. an ``mpirun`` of ``apptainer exec`` ranks) as the unprivileged
+        user on the cluster node: the host itself with a host Apptainer, else a container of
+        the lab's node image, as ``apptainer exec`` runs in the runtime's."""
+        if self.kind == "host":
+            return list(map(str, command))
+        if self.node is None:
+            raise ApptainerMissing("the lab has no cluster node image; run "
+                                   "`python -m pipeline lab up`")
+        rw, ro = _folders(binds, read_only)
+        return [*self._docker_run(rw, ro), *_unprivileged(self.node.image,
+                                                          list(map(str, command)))]
+
+    def _docker_run(self, rw: list, ro: list) -> list:
+        argv = [self.docker, "run", "--rm", *self.container_options(), "--network", "host"]
+        for path in rw:
+            argv += ["-v", f"{path}:{path}"]
+        for path in ro:
+            argv += ["-v", f"{path}:{path}:ro"]
+        return argv
 
     def run(self, args: list, binds: list, log: Log, **options) -> None:
         run_logged(self.argv(args, binds, **options), log)
@@ -128,6 +170,31 @@ class Apptainer:
         if done.returncode:
             raise subprocess.CalledProcessError(done.returncode, args, done.stdout, done.stderr)
         return done.stdout
+
+
+def _folders(binds: list, read_only: tuple) -> tuple[list, list]:
+    rw = list(dict.fromkeys(map(str, binds)))
+    return rw, [b for b in dict.fromkeys(map(str, read_only)) if b not in rw]
+
+
+def with_binds(args: list, binds: list, read_only: tuple = ()) -> list:
+    """``apptainer ARGS`` with the folders bound at their own paths inside the SIF too (for
+    exec, test, run and shell; other commands unchanged)."""
+    if not args or args[0] not in ("exec", "test", "run", "shell"):
+        return list(args)
+    rw, ro = _folders(binds, read_only)
+    bind_args = [x for b in rw for x in ("--bind", b)]
+    bind_args += [x for b in ro for x in ("--bind", f"{b}:{b}:ro")]
+    return [args[0], *bind_args, *args[1:]]
+
+
+def _unprivileged(image: str, command: list) -> list:
+    """The rest of a ``docker run``: ``command`` in ``image`` as uid 1000, able to create user
+    namespaces and mount the SIF with FUSE."""
+    # /dev/fuse is 0600 on this kind of host; open it up inside this container only.
+    return [*UNPRIVILEGED, "-e", "HOME=/home/factory", image, "sh", "-c",
+            PREPARE + f'exec setpriv --reuid={USER} --regid={USER} --clear-groups "$@"',
+            "apptainer", *command]
 
 
 def run_containers(docker: str, run_id: str) -> list[str]:
@@ -156,6 +223,22 @@ def marker(lab_dir: Path) -> Path:
     return lab_dir / "apptainer-image"
 
 
+def node_marker(lab_dir: Path) -> Path:
+    """Where ``lab up`` records the cluster node image and its MPIs (JSON, :class:`Node`)."""
+    return lab_dir / "node-image.json"
+
+
+def find_node(lab_dir: Path, docker: str) -> Node | None:
+    """The node ``lab up`` recorded, when its image is still there."""
+    try:
+        node = Node.from_json(json.loads(node_marker(lab_dir).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    present = subprocess.run([docker, "image", "inspect", node.image], capture_output=True,
+                             check=False).returncode == 0
+    return node if present else None
+
+
 def find(lab_dir: Path, client: BuildClient | None) -> Apptainer:
     """The host's runtime when there is one, else the lab's image; ApptainerMissing if neither."""
     for command in ("apptainer", "singularity"):
@@ -168,6 +251,7 @@ def find(lab_dir: Path, client: BuildClient | None) -> Apptainer:
         image, _, version = recorded.read_text().strip().partition(" ")
         if subprocess.run([client.path, "image", "inspect", image], capture_output=True,
                           check=False).returncode == 0:
-            return Apptainer("container", "apptainer", image, client.path, version)
+            return Apptainer("container", "apptainer", image, client.path, version,
+                             node=find_node(lab_dir, client.path))
     raise ApptainerMissing("no Apptainer runtime: none on the host, and the lab has not made "
                            "its container image; run `python -m pipeline lab up`")

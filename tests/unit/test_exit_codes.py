@@ -54,7 +54,8 @@ def fake_built(job, needs, ctx, log, *, reuse_only=False):
     return SimpleNamespace(
         tagged=f"127.0.0.1:5000/{repository}:x-{job.arch}",
         reference=f"127.0.0.1:5000/{repository}@{digest}", digest=digest,
-        build_id="b" * 64, cached=False, to_json=lambda: {"digest": digest})
+        build_id="b" * 64, cached=False, sif_only=False, staging_repository=repository,
+        to_json=lambda: {"digest": digest})
 
 
 def fake_converted(job, built, ctx, log):
@@ -62,7 +63,7 @@ def fake_converted(job, built, ctx, log):
     return SimpleNamespace(sif=sif, cached=False, to_json=lambda: {"sif": str(sif)})
 
 
-def fake_tests(job, sif, ctx, log):
+def fake_tests(job, sif, ctx, log, compile_in=None):
     return [StageResult("%test", "passed", "")]
 
 

@@ -18,6 +18,7 @@ from pipeline.stages.mpi_compat import (
     find_mpirun,
     parse_version_output,
 )
+from pipeline.tools.apptainer import Apptainer
 
 OPEN_MPI_4 = """mpirun (Open MPI) 4.1.4
 
@@ -101,11 +102,16 @@ def test_version_output_is_parsed(output, expected):
     assert parse_version_output(output) == expected
 
 
-def fake_mpirun(folder: Path, output: str, ranks: int = 0) -> Path:
-    """An executable that prints ``output`` for --version, else hello lines for ``ranks``."""
+LIBRARY = "FAKE MPI 1.0 of the container"
+
+
+def fake_mpirun(folder: Path, output: str, ranks: int = 0, library: str = LIBRARY) -> Path:
+    """An executable that prints ``output`` for --version, else hello lines for ``ranks``,
+    each naming ``library`` as the MPI library the rank loaded."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "mpirun"
-    hello = "".join(f"echo 'hello from rank {r} of {ranks}'\n" for r in range(ranks))
+    hello = "".join(f"echo 'hello from rank {r} of {ranks} on node; library: {library}'\n"
+                    for r in range(ranks))
     path.write_text(f"#!/bin/sh\nif [ \"$1\" = --version ]; then\ncat <<'EOF'\n{output}EOF\n"
                     f"exit 0\nfi\n{hello}")
     path.chmod(0o755)
@@ -142,18 +148,18 @@ def base_job(mpi: str, family: str, version: str) -> Job:
 
 
 def hybrid(tmp_path: Path, job: Job, monkeypatch, mpirun: Path | None):
-    """Run the mpi-hybrid test with a fake host Apptainer (its exec succeeds)."""
+    """Run the mpi-hybrid test with a fake host Apptainer: its exec succeeds, and the hello
+    world run alone (a singleton) reports LIBRARY."""
     apptainer = tmp_path / "apptainer"
-    apptainer.write_text("#!/bin/sh\nexit 0\n")
+    apptainer.write_text("#!/bin/sh\nfor last; do :; done\ncase \"$last\" in */hello) "
+                         f"echo 'hello from rank 0 of 1 on node; library: {LIBRARY}' ;; esac\n")
     apptainer.chmod(0o755)
     if mpirun is None:
         monkeypatch.delenv("PIPELINE_HOST_MPI", raising=False)
         monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     else:
         monkeypatch.setenv("PIPELINE_HOST_MPI", str(mpirun))
-    ctx = SimpleNamespace(apptainer=SimpleNamespace(
-        kind="host", command=str(apptainer),
-        argv=lambda args, binds, **options: [str(apptainer), *map(str, args)]))
+    ctx = SimpleNamespace(apptainer=Apptainer("host", str(apptainer), None, None, "1.3"))
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     lines: list[str] = []
@@ -172,7 +178,17 @@ def test_hybrid_records_which_host_mpi_it_ran_with(tmp_path, monkeypatch):
     mpirun = fake_mpirun(tmp_path / "ompi4", OPEN_MPI_4, ranks=4)
     result = hybrid(tmp_path, base_job("ompi-4.1", "openmpi", "4.1"), monkeypatch, mpirun)
     assert (result.result, result.reason) == (
-        "passed", f"host Open MPI 4.1.4 ({mpirun}), 4 ranks")
+        "passed", f"host Open MPI 4.1.4 ({mpirun}), 4 ranks, each with the container's MPI "
+        f"library ({LIBRARY})")
+
+
+def test_hybrid_fails_when_a_rank_loaded_another_library(tmp_path, monkeypatch):
+    # The host's mpirun "worked", but its ranks ran the host's library (e.g. the site bound
+    # its own libmpi into the container): not the container's MPI being tested.
+    mpirun = fake_mpirun(tmp_path / "ompi4", OPEN_MPI_4, ranks=4, library="Open MPI v4.1.4 host")
+    result = hybrid(tmp_path, base_job("ompi-4.1", "openmpi", "4.1"), monkeypatch, mpirun)
+    assert result.result == "failed"
+    assert "not every rank loaded the container's MPI library" in result.reason
 
 
 def test_hybrid_keeps_the_no_mpirun_reason(tmp_path, monkeypatch):
