@@ -7,7 +7,9 @@
     python -m pipeline publish [same as plan] [--out DIR]
     python -m pipeline report  [SUMMARY_OR_DIR ...] [--out DIR] [--pr N] [--sha SHA]
                                [--read-only]
-    python -m pipeline lab  up|status|down
+    python -m pipeline lab  up|status|down [--with cluster]
+    python -m pipeline catalog [--matrix FILE] [--target NAME] [--out DIR] [--push]
+    python -m pipeline cluster pull|bundle|import|modules ...
     python -m pipeline ci   gitlab [plan options] [--runner ARCH=TAGS ...] [--out FILE]
     python -m pipeline ci   github [plan options] [--runner ARCH=LABEL ...]
 
@@ -46,6 +48,7 @@ from pathlib import Path
 from pipeline.ci import github as ci_github
 from pipeline.ci import gitlab as ci_gitlab
 from pipeline.ci.levels import GITHUB_RUNNERS, GITLAB_TAGS, ci_levels, placements
+from pipeline.cluster import command as cluster_command
 from pipeline.console import make_console
 from pipeline.errors import InfrastructureUnreachable, InputError, Interrupted, Problem
 from pipeline.forge import command as forge_command
@@ -54,6 +57,7 @@ from pipeline.planning.changes import MODES
 from pipeline.planning.output import plan_json, plan_table
 from pipeline.planning.planner import plan_with_catalogue, planned_for
 from pipeline.planning.selection import only, parse_globs
+from pipeline.published import command as catalog_command
 from pipeline.run import from_staging, scheduler
 from pipeline.run.failures import ERROR_LOG, broke, classify, first_line, known
 from pipeline.run.outcomes import jobs_exit_code
@@ -226,7 +230,7 @@ def _lab(args: argparse.Namespace, masker: Masker, interruption: Interruption) -
     action = {"up": lab_commands.up, "status": lab_commands.status,
               "down": lab_commands.down}[args.action]
     try:
-        return action(_settings(args))
+        return action(_settings(args), extras=tuple(args.extras))
     except (RuntimeError, OSError) as err:
         print(masker(f"lab {args.action}: {err}"), file=sys.stderr)
         return 1
@@ -304,6 +308,10 @@ def _parser() -> argparse.ArgumentParser:
     publish.set_defaults(func=_publish, jobs=1, only=None, stages=None)
     lab_parser = sub.add_parser("lab", help="bring up, show or stop the local lab")
     lab_parser.add_argument("action", choices=("up", "status", "down"))
+    lab_parser.add_argument("--with", dest="extras", action="append", default=[],
+                            choices=lab_commands.EXTRAS,
+                            help="also bring up, show or stop this part (cluster: the one-node "
+                                 "Slurm cluster; down stops a running one anyway)")
     lab_parser.set_defaults(func=_lab)
     ci = sub.add_parser("ci", help="write the plan as CI data (GitLab child pipeline, "
                         "GitHub matrices)")
@@ -322,4 +330,6 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default="out/ci/child-pipeline.yml",
         help="where to write the child pipeline (default: out/ci/child-pipeline.yml)")
     forge_command.add_parser(sub)
+    catalog_command.add_parser(sub)
+    cluster_command.add_parser(sub)
     return parser

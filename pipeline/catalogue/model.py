@@ -90,12 +90,32 @@ class Image:
     # The recipe folder's recipe: "Dockerfile", or "recipe.def" (an Apptainer definition
     # file whose From: lines name its bases; pipeline.planning.definition_file).
     recipe_file: str = "Dockerfile"
+    # The commands the image offers (matrix.yaml's ``commands:``); None: the kind's default
+    # (``commands_of``).  Published with each tag for the catalogue, never in a build_id.
+    commands: tuple | None = None
+
+    def commands_of(self, variables: dict) -> tuple:
+        """The commands of one cell: ``commands:`` as given, else base images ``mpicc``
+        and ``mpirun`` when the cell has an MPI, GPU images ``nvcc`` before those, and
+        applications none (what they offer differs for each: say it in matrix.yaml)."""
+        if self.commands is not None:
+            return self.commands
+        return default_commands(self.kind, variables)
 
     def upstream_urls(self, variables: dict) -> tuple:
         """The ``upstream`` URLs of one cell, e.g. ``.../rhel8/x86_64/repodata/repomd.xml``.
 
         Validation makes sure that every field is a variable that every cell has."""
         return tuple(template.format_map(variables) for template in self.upstream)
+
+
+def default_commands(kind: str, variables: dict) -> tuple:
+    """The commands of an image of ``kind`` that does not list its own (``commands:``)."""
+    if kind == "app":
+        return ()
+    family = variables.get("mpi_family", variables.get("mpi", "none"))
+    mpi = ("mpicc", "mpirun") if family not in ("", "none") else ()
+    return ("nvcc", *mpi) if kind == "gpu" else mpi
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,18 @@ _TYPE_NAMES = {
 }
 
 
-@lru_cache(maxsize=1)
-def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(
-        resources.files("pipeline.catalogue").joinpath("matrix.schema.json").read_text())
+@lru_cache(maxsize=None)
+def packaged_validator(package: str, name: str) -> jsonschema.protocols.Validator:
+    """A validator for the JSON Schema ``name`` shipped in ``package`` (checked itself
+    first): matrix.schema.json here, the published catalogue's in ``pipeline.published``."""
+    schema = json.loads(resources.files(package).joinpath(name).read_text())
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
+
+
+def _validator() -> jsonschema.protocols.Validator:
+    return packaged_validator("pipeline.catalogue", "matrix.schema.json")
 
 
 def check_schema(doc: Document) -> None:

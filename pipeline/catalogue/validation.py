@@ -255,6 +255,7 @@ class _Reader:
             axes=spanned, include=tuple(include), exclude=tuple(exclude), base=base,
             tag=template, inputs=inputs,
             line=self.line(*at), tag_line=tag_line, upstream=upstream, recipe_file=recipe_file,
+            commands=tuple(raw["commands"]) if "commands" in raw else None,
         )
 
     def _check_recipe(self, raw: dict, at: tuple, label: str) -> tuple[str, tuple, str]:

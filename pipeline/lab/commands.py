@@ -1,4 +1,10 @@
-"""``lab up|status|down``: bring up, report and stop the local lab."""
+"""``lab up|status|down``: bring up, report and stop the local lab.
+
+``--with cluster`` (``extras``) adds the lab's one-node Slurm cluster (``slurm.py``); without
+it, nothing of the cluster is made.  ``status`` and ``down`` also report and stop a cluster
+``up`` recorded without being asked: what runs is shown, and ``down`` stops what ``up``
+started.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,15 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.console import make_console
-from pipeline.lab import apptainer_image, engine, host, node_image, services
+from pipeline.lab import (
+    apptainer_image,
+    cluster_image,
+    engine,
+    host,
+    node_image,
+    services,
+    slurm,
+)
 from pipeline.lab.registries import LabRegistry, ensure_login, lab_registries
 from pipeline.settings import Settings
 from pipeline.tools import apptainer, buildx, docker_engine
@@ -19,6 +33,7 @@ from pipeline.tools.registry.references import is_local
 from pipeline.tools.registry.retries import LAB_RETRIES
 
 DOCKERD_ARGS = ("dockerd", "--iptables=false", "--ip-masq=false", "--bridge=none")
+EXTRAS = ("cluster",)  # what ``--with`` may add
 
 
 @dataclass(frozen=True)
@@ -38,8 +53,9 @@ class LabPaths:
         return self.root / "cache"
 
 
-def up(settings: Settings, out=sys.stdout) -> int:
-    """Bring up what is missing; 0 when everything answers, 2 when the host cannot be set up."""
+def up(settings: Settings, out=sys.stdout, extras: tuple = ()) -> int:
+    """Bring up what is missing, and the ``extras`` asked for; 0 when everything answers, 2
+    when the host cannot be set up."""
     paths = LabPaths(settings.lab_dir)
     console = make_console(out)
     needs = host.missing()
@@ -70,7 +86,9 @@ def up(settings: Settings, out=sys.stdout) -> int:
     console.print(f"builder: {client.kind} ({client.path}, client {client.version})")
     _ensure_builder(settings, client, paths, console)
     runtime = _ensure_apptainer(settings, client, paths, console)
-    _ensure_node(settings, client, runtime, paths, console)
+    node = _ensure_node(settings, client, runtime, paths, console)
+    if "cluster" in extras:
+        _ensure_cluster(settings, client, node, paths, console)
     return 0
 
 
@@ -105,10 +123,10 @@ def _ensure_apptainer(settings: Settings, client, paths: LabPaths,
 
 
 def _ensure_node(settings: Settings, client, runtime: apptainer.Apptainer, paths: LabPaths,
-                 console: Console) -> None:
+                 console: Console) -> apptainer.Node | None:
     """The cluster node the mpi-hybrid test runs on; a host Apptainer's node is the host."""
     if runtime.kind != "container":
-        return
+        return None
     log_file = paths.logs / "node-image.log"
     paths.logs.mkdir(parents=True, exist_ok=True)
     with open(log_file, "a", encoding="utf-8") as handle:
@@ -116,6 +134,29 @@ def _ensure_node(settings: Settings, client, runtime: apptainer.Apptainer, paths
                                  lambda line: print(line, file=handle, flush=True))
     mpis = ", ".join(m.mpirun for m in node.mpis) or "no MPI found"
     console.print(f"cluster node: {node.image} ({mpis}; log {log_file})")
+    return node
+
+
+def _ensure_cluster(settings: Settings, client, node: apptainer.Node | None, paths: LabPaths,
+                    console: Console) -> None:
+    """The one-node Slurm cluster, on the node image (a second image layer, a minute once)."""
+    if node is None:
+        raise RuntimeError("the cluster is built on the lab's node image, which the lab makes "
+                           "only where Apptainer runs from its container image, not on a host "
+                           "with its own Apptainer")
+    log_file = paths.logs / "cluster-image.log"
+    with open(log_file, "a", encoding="utf-8") as handle:
+        image = cluster_image.ensure(client, node.image,
+                                     lambda line: print(line, file=handle, flush=True))
+    cluster, started = slurm.ensure(settings.lab_dir, client.path, image)
+    console.print(f"cluster: {cluster.container} {'started' if started else 'running'} "
+                  f"({_cluster_details(cluster, 'idle')}; image log {log_file})")
+
+
+def _cluster_details(cluster: slurm.Cluster, state: str | None) -> str:
+    plugins = ", ".join(p for p in cluster.mpi_plugins if p != "none") or "none"
+    return (f"node {cluster_image.NODE} {state or 'not answering'}, srun --mpi: {plugins}, "
+            f"{cluster.image}, shared {cluster.shared}")
 
 
 def _ensure_docker(paths: LabPaths, console: Console) -> None:
@@ -188,7 +229,7 @@ def _login_works(address: str, credentials) -> bool:
     return True
 
 
-def status(settings: Settings, out=sys.stdout) -> int:
+def status(settings: Settings, out=sys.stdout, extras: tuple = ()) -> int:
     """A table of what runs, what is missing and the versions; 0 when all is ready."""
     paths = LabPaths(settings.lab_dir)
     rows = []
@@ -227,6 +268,8 @@ def status(settings: Settings, out=sys.stdout) -> int:
         rows.append(("apptainer", True, runtime.describe()))
     except (docker_engine.DockerUnavailable, apptainer.ApptainerMissing) as err:
         rows.append(("apptainer", False, str(err)))
+    if "cluster" in extras or slurm.marker(settings.lab_dir).exists():
+        rows.append(_cluster_row(settings))
     table = Table(title=f"lab ({paths.root})")
     for column in ("component", "ready", "details"):
         table.add_column(column)
@@ -236,8 +279,29 @@ def status(settings: Settings, out=sys.stdout) -> int:
     return 0 if all(ok for _, ok, _ in rows) else 1
 
 
-def down(settings: Settings, out=sys.stdout) -> int:
+def _cluster_row(settings: Settings) -> tuple:
+    docker = _docker_cli(settings)
+    cluster = slurm.find(settings.lab_dir, docker) if docker else None
+    if cluster is None:
+        return ("cluster", False, "not running: `python -m pipeline lab up --with cluster`")
+    state = cluster.node_state()
+    return ("cluster", state in slurm.SERVING, f"{cluster.container}: "
+            f"{_cluster_details(cluster, state)}")
+
+
+def _docker_cli(settings: Settings) -> str | None:
+    found = docker_engine.candidates(settings)
+    return found[0] if found else None
+
+
+def down(settings: Settings, out=sys.stdout, extras: tuple = ()) -> int:
+    """Stop what ``up`` started: the cluster (asked for or not), the registries, dockerd."""
     paths = LabPaths(settings.lab_dir)
+    docker = _docker_cli(settings)
+    if docker and slurm.stop(settings.lab_dir, docker):
+        print(f"cluster: {slurm.CONTAINER} removed", file=out)
+    elif "cluster" in extras:
+        print("cluster: not started by the lab, left alone", file=out)
     for name in (*(r.service for r in lab_registries(settings)), "dockerd"):
         stopped = services.stop(paths.run, name)
         print(f"{name}: {'stopped' if stopped else 'not started by the lab, left alone'}",

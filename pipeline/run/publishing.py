@@ -20,20 +20,33 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from pipeline.errors import Interrupted
+from pipeline.catalogue.model import default_commands
+from pipeline.errors import EXIT_JOB_FAILED, EXIT_PASSED, Interrupted
 from pipeline.names import file_name
 from pipeline.planning.already_published import sif_only
+from pipeline.published.artifact import LATEST
+from pipeline.published.catalog import Scope
+from pipeline.published.site import FOLDER, make_site
 from pipeline.run.failures import first_line
 from pipeline.stages.publish import (
     ArchState,
     PublishContext,
     PublishFailed,
     PublishRefused,
+    Record,
     publish_tag,
 )
 from pipeline.tools.git import commit_time
 from pipeline.tools.registry.client import Registry
 from pipeline.tools.registry.staging import target_credentials
+
+KIND_ORDER = {"gpu": 0, "base": 1, "app": 2}  # a repository of several kinds: the last wins
+
+
+def publications_exit_code(publications: list) -> int:
+    """1 when a publication failed (a tag, or the catalogue after them), else 0."""
+    return EXIT_JOB_FAILED if any(p.get("result") == "failed" for p in publications) \
+        else EXIT_PASSED
 
 
 @dataclass
@@ -68,11 +81,72 @@ class Publisher:
             ctx: PublishContext | Exception = self._context()
         except Exception as err:  # every tag fails with it, the run reports
             ctx = err
+        done = len(run.publications)
         for (repository, tag), jobs in groups.items():
             ran = [outcomes[j.id] for j in jobs if j.id in outcomes]
             if not any(o.result == "passed" for o in ran):
                 continue
             self._publish(repository, tag, jobs, outcomes, ctx)
+        if isinstance(ctx, Exception):  # every tag failed with it; so would the catalogue
+            run.console.log("catalog: not refreshed, the target could not be used")
+            return
+        self._refresh_catalog(ctx, run.publications[done:])
+
+    # -- the published catalogue -----------------------------------------------------------
+    @property
+    def _matrix(self):
+        """``Run.catalogue`` (matrix.yaml as read), when the command line gave the run one."""
+        return getattr(self.run, "catalogue", None)
+
+    def _scope(self) -> Scope:
+        """What the catalogue covers: matrix.yaml's repositories (else those of the plan's
+        jobs)."""
+        run = self.run
+        if self._matrix is not None:
+            return Scope.of(self._matrix, run.target)
+        jobs = run.declared or [o.job for o in run.outcomes.values()]
+        kinds = {j.repository: j.kind for j in sorted(jobs, key=lambda j: KIND_ORDER[j.kind])}
+        return Scope(run.target, tuple(sorted(kinds)), kinds)
+
+    def _refresh_catalog(self, ctx: PublishContext, tags: list) -> None:
+        """Refresh ``out/site/`` from the target and push ``catalog.json``, when a tag was
+        published in this run or the target has no catalogue yet; recorded (and failing
+        the run) like a tag's publication.  A tag that failed does not stop it: the
+        registry is the truth, and the catalogue lists what it holds."""
+        run = self.run
+        log_path = run.settings.out_dir / "logs" / "publish" / "catalog.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        where = _Tag("catalog", LATEST, log_path)
+        with open(log_path, "w", encoding="utf-8") as handle:
+            def log(line: str) -> None:
+                handle.write(run.masker(line) + "\n")
+                handle.flush()
+
+            try:
+                scope = self._scope()
+                where.repository = scope.catalog_repository
+                if not any(p["result"] == "published" for p in tags) and \
+                        ctx.registry.digest(where.repository, LATEST) is not None:
+                    log("catalog: nothing was published in this run; not refreshed")
+                    return
+                failed = [f"{p['repository']}:{p['tag']}" for p in tags
+                          if p["result"] == "failed"]
+                if failed:
+                    log(f"catalog: {len(failed)} tag(s) failed to publish "
+                        f"({', '.join(failed)}); the catalogue lists what the registry holds")
+                run.console.log(f"catalog: refreshing {escape(str(run.settings.out_dir))}"
+                                f"/{FOLDER} from {escape(ctx.registry.host)}")
+                site = make_site(ctx.registry, scope, run.settings.out_dir / FOLDER, push=True,
+                                 log=log)
+                result = {"result": "published" if site.pushed.changed else "already published",
+                          "index": f"{site.pushed.latest}@{site.pushed.manifest}",
+                          "tags": [site.pushed.immutable.rsplit(":", 1)[1], LATEST]}
+            except Exception as err:  # the run goes on to its report, and fails
+                result = {"result": "failed", "reason": run.masker(
+                    f"catalog: {type(err).__name__}: {first_line(str(err))}")}
+                log(traceback.format_exc())
+                log(f"FAILED: {result['reason']}")
+        self._record(where, {}, result)
 
     def _context(self) -> PublishContext:
         run, settings, context = self.run, self.run.settings, self.context
@@ -92,7 +166,23 @@ class Publisher:
     def _state(self, job, outcome) -> ArchState:
         state = self._arch_state(job, outcome)
         state.sif_only = sif_only(job)  # recipe.def: SIFs only, whether it ran or not
+        state.record = self._record_of(job, outcome)
         return state
+
+    def _record_of(self, job, outcome) -> Record:
+        """What the catalogue reads back of this arch: the job's tests (masked: they go to
+        a registry), the matrix image's facts, the cell, base and source."""
+        run = self.run
+        image = next((i for i in self._matrix.images if i.name == job.image), None) \
+            if self._matrix is not None else None
+        commands = (image.commands_of(job.variables) if image is not None
+                    else default_commands(job.kind, job.variables))
+        tests = ((outcome.stages.get("test") or {}).get("tests") or []) if outcome else []
+        built = outcome.built if outcome is not None else None
+        return Record(job.image, job.kind, run.descriptions.get(job.image, ""), commands,
+                      tuple(run.masker.data(dict(test)) for test in tests),
+                      dict(job.variables), built.base_name if built else "",
+                      built.base_digest if built else "", self.context.source.url)
 
     def _arch_state(self, job, outcome) -> ArchState:
         known = self.run.published_ids.get(job.id)

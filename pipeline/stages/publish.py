@@ -17,6 +17,11 @@ Order, so that a failure leaves the moving tags untouched and a rerun resumes:
 A tag built from a ``recipe.def`` has SIFs only (``publish_sif_tag``): steps 2, 3 and the
 moving SIF tags; no image and no index is pushed, none is pretended.
 
+Each arch's index descriptor and SIF manifest also carry its ``Record``: what the published
+catalogue (``python -m pipeline catalog``) reads back and the image's labels do not say,
+the job's test results and the matrix image's name, kind, description and commands; a SIF
+manifest also the cell's variables, base and source.
+
 Nothing pushed under an immutable tag depends on when the run happens: ``created`` is
 ``ctx.created``, the source revision's commit time (``git.commit_time``), so a rerun of the
 same build writes the same manifests.  Without one (a dirty tree, an unknown revision:
@@ -41,11 +46,13 @@ from pipeline.tools.credentials import Secrets
 from pipeline.tools.digests import sha256_file
 from pipeline.tools.git import EPOCH
 from pipeline.tools.oci_artifacts import (
+    cell_annotations,
     copy_image,
     image_created,
     make_index,
     platform_of,
     push_sif,
+    record_annotations,
 )
 from pipeline.tools.processes import Log
 from pipeline.tools.registry.client import Registry, RegistryError
@@ -79,6 +86,31 @@ class PublishContext:
     trust: Staging | None = None
 
 
+@dataclass(frozen=True)
+class Record:
+    """What the catalogue reads back of one arch and its image's labels do not say."""
+
+    name: str  # matrix.yaml's image name
+    kind: str
+    description: str = ""
+    commands: tuple = ()
+    tests: tuple = ()  # ({"name", "result", "reason"}, ...) of the arch's job, masked
+    # For the SIF manifest only: a SIF built from a recipe.def has no image labels to read.
+    variables: dict = field(default_factory=dict)
+    base_name: str = ""
+    base_digest: str = ""
+    source: str = ""
+
+    def descriptor_annotations(self) -> dict:
+        return record_annotations(self.name, self.kind, self.description, self.commands,
+                                  self.tests)
+
+    def sif_annotations(self) -> dict:
+        return {**self.descriptor_annotations(),
+                **cell_annotations(self.variables, self.base_name, self.base_digest,
+                                   self.source)}
+
+
 @dataclass
 class ArchState:
     """One declared arch of a tag, as this run left it."""
@@ -93,6 +125,7 @@ class ArchState:
     pushed: dict = field(default_factory=dict)
     # Built from a recipe.def: a SIF and no Docker image (``digest``: the staged SIF artifact)
     sif_only: bool = False
+    record: Record | None = None  # annotated on its descriptor and SIF manifest
 
 
 def publication_id(build_ids: dict) -> str:
@@ -146,8 +179,7 @@ def _publish(repository: str, tag: str, arches: list[ArchState], ctx: PublishCon
                                 state.digest, ctx.scratch)
         entries[state.arch] = {**descriptor,
                                "platform": platform_of(reg, repository, state.digest),
-                               "annotations": {BUILD_ID: state.build_id,
-                                               f"{FACTORY}.id": state.job_id}}
+                               "annotations": descriptor_annotations(state)}
         state.pushed = {"result": "published", "image": f"{reg.host}/{repository}@{state.digest}"}
         if state.sif:
             sif_manifests[state.arch] = _push_sif(repository, tag, state, ctx, log)
@@ -270,9 +302,17 @@ def sif_created(ctx: PublishContext, image_label: Callable[[], str | None]) -> s
     return image_label() or EPOCH
 
 
+def descriptor_annotations(state: ArchState) -> dict:
+    """An arch's descriptor in the index: its build_id and job, and its record."""
+    record = state.record.descriptor_annotations() if state.record else {}
+    return {**record, BUILD_ID: state.build_id, f"{FACTORY}.id": state.job_id}
+
+
 def sif_annotations(state: ArchState, revision: str, created: str) -> dict:
-    """The SIF manifest's annotations: facts of the build only, no wall-clock time."""
-    return {BUILD_ID: state.build_id, f"{FACTORY}.id": state.job_id,
+    """The SIF manifest's annotations: facts of the build and its record, no wall-clock
+    time."""
+    record = state.record.sif_annotations() if state.record else {}
+    return {**record, BUILD_ID: state.build_id, f"{FACTORY}.id": state.job_id,
             f"{OCI}.created": created, f"{OCI}.revision": revision}
 
 

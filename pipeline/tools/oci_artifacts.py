@@ -3,6 +3,14 @@
 Each function does one publication step through ``distribution.Registry`` and returns the
 digest it made or kept; the publish stage decides the order.
 
+What is published also carries, as annotations, what ``python -m pipeline catalog`` reads
+back and an image's labels do not say (``record_annotations``): each arch's test results,
+the matrix image's name, kind, description and commands; a SIF manifest also the cell's
+variables, base and source (a SIF built from a ``recipe.def`` has no image to read labels
+from).  Their keys are here, shared by the writer (``stages/publish.py``) and the reader
+(``pipeline.published``).  A small file (the catalogue itself) travels as an artifact of
+one layer (``push_file``, ``pull_file``), which ``oras pull`` unpacks.
+
 Example::
 
     descriptor = copy_image(staging, "factory-staging/x/y", target, "x/y", "sha256:...", tmp)
@@ -15,7 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from pipeline.tools.digests import sha256_file
+from pipeline.names import FACTORY, OCI
+from pipeline.tools.digests import sha256_bytes, sha256_file
 from pipeline.tools.registry.client import Registry, RegistryError
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
@@ -27,6 +36,47 @@ SIF_CONFIG = "application/vnd.sylabs.sif.config.v1+json"
 SIF_LAYER = "application/vnd.sylabs.sif.layer.v1.sif"
 TITLE = "org.opencontainers.image.title"
 CREATED = "org.opencontainers.image.created"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"  # the OCI empty descriptor's "{}"
+
+# The published record (README "Publishing"): on each arch's index descriptor and SIF.
+TESTS = f"{FACTORY}.tests"  # compact JSON: [{"name", "result", "reason"}, ...] of the job
+IMAGE_NAME = f"{FACTORY}.image-name"  # matrix.yaml's image name, e.g. lammps
+KIND = f"{FACTORY}.kind"  # base | gpu | app
+COMMANDS = f"{FACTORY}.commands"  # compact JSON list, e.g. ["gmx", "gmx_mpi"]
+DESCRIPTION = f"{OCI}.description"
+VARIABLE = f"{FACTORY}.var."  # + the variable's name: the cell, as in the image's labels
+BASE_NAME, BASE_DIGEST = f"{OCI}.base.name", f"{OCI}.base.digest"
+SOURCE = f"{OCI}.source"
+SIGNED = f"{FACTORY}.signed"  # "true" on a SIF manifest whose SIF carries a signature
+
+
+def compact(value) -> str:
+    """JSON in one line, keys sorted: the same value always gives the same annotation."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def record_annotations(name: str, kind: str, description: str, commands: tuple,
+                       tests: tuple) -> dict:
+    """The record on an arch's index descriptor (and SIF manifest)."""
+    return {IMAGE_NAME: name, KIND: kind, DESCRIPTION: description,
+            COMMANDS: compact(list(commands)),
+            TESTS: compact([{"name": t.get("name", ""), "result": t.get("result", ""),
+                             "reason": t.get("reason") or ""} for t in tests])}
+
+
+def cell_annotations(variables: dict, base_name: str, base_digest: str, source: str) -> dict:
+    """What a SIF manifest records beyond ``record_annotations``: the cell, base, source."""
+    return {**{VARIABLE + key: str(value) for key, value in variables.items()},
+            BASE_NAME: base_name, BASE_DIGEST: base_digest, SOURCE: source}
+
+
+def json_annotation(annotations: dict, key: str, default):
+    """A JSON annotation read back; ``default`` when it is absent or not JSON of its type."""
+    try:
+        value = json.loads(annotations[key])
+    except (KeyError, TypeError, ValueError):
+        return default
+    return value if isinstance(value, type(default)) else default
 
 
 def copy_blob(source: Registry, source_repo: str, target: Registry, target_repo: str,
@@ -159,3 +209,53 @@ def read_index(registry: Registry, repository: str, tag: str) -> dict | None:
     if media_type not in INDEX_TYPES:
         return {"manifests": [], "digest": digest, "single": True}
     return {**json.loads(body), "digest": digest}
+
+
+class FilePushed(NamedTuple):
+    manifest: str  # the manifest's digest
+    blob: str  # the file's digest
+
+
+def file_manifest(body: bytes, media_type: str, title: str, annotations: dict) -> bytes:
+    """An artifact of one file (OCI image spec 1.1: ``artifactType``, the empty config):
+    ``oras pull`` writes the layer to a file named ``title``.  Made of its inputs only."""
+    manifest = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": media_type,
+        "config": {"mediaType": EMPTY_CONFIG, "digest": sha256_bytes(b"{}"), "size": 2},
+        "layers": [{"mediaType": media_type, "digest": sha256_bytes(body), "size": len(body),
+                    "annotations": {TITLE: title}}],
+        "annotations": dict(sorted(annotations.items())),
+    }
+    return json.dumps(manifest, separators=(",", ":")).encode()
+
+
+def push_file(target: Registry, repository: str, tags: list[str], body: bytes,
+              media_type: str, title: str, *, annotations: dict | None = None) -> FilePushed:
+    """Push ``body`` as a one-file artifact under each of ``tags`` in order; an existing
+    tag that holds another manifest is replaced (the caller keeps immutable tags apart)."""
+    manifest = file_manifest(body, media_type, title, annotations or {})
+    blob = target.upload_bytes(repository, body)
+    target.upload_bytes(repository, b"{}")
+    digest = sha256_bytes(manifest)
+    for tag in tags:
+        target.put_manifest(repository, tag, manifest, OCI_MANIFEST)
+    return FilePushed(digest, blob)
+
+
+def pull_file(registry: Registry, repository: str, reference: str, media_type: str) -> bytes:
+    """The file of the one-file artifact ``repository:reference`` (a tag or a digest),
+    checked against its digest; KeyError when there is none, ValueError when the
+    manifest is not such an artifact."""
+    found = registry.manifest(repository, reference)
+    if found is None:
+        raise KeyError(f"{registry.host}/{repository}:{reference} does not exist")
+    try:
+        layers = json.loads(found[0]).get("layers") or []
+    except (ValueError, AttributeError):
+        layers = []
+    files = [layer for layer in layers
+             if isinstance(layer, dict) and layer.get("mediaType") == media_type]
+    if len(files) != 1:
+        raise ValueError(f"{registry.host}/{repository}:{reference} is not an artifact of "
+                         f"one {media_type} file")
+    return registry.blob_bytes(repository, files[0]["digest"])

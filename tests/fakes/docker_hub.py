@@ -17,7 +17,7 @@ client must cope with (https://distribution.github.io/distribution/spec/auth/tok
 * Authorized requests go to ``upstream`` (host:port of a real registry, Host header kept so
   upload locations lead back here, bodies streamed) or, without one, to a small in-memory
   registry: blobs (monolithic and chunked uploads, mounts, digests checked), manifests by
-  tag and digest, tag lists.
+  tag and digest, tag lists in pages (``tags_page``, ``?n=&last=``, a ``Link`` header).
 
 Everything is recorded: ``requests`` (method, path, status, challenge error) and
 ``token_requests`` (scopes asked, user, status).  ``clock`` lets a test expire tokens
@@ -105,8 +105,12 @@ class FakeDockerHub:
                  public: Iterable[str] = ("library/*",), token_lifetime: float = 3.0,
                  token_503_every: int = 0, private: Iterable[str] = (),
                  writable: Iterable[str] = (), clock: Callable[[], float] = time.monotonic,
-                 upstream_login: tuple[str, str] | None = None):
+                 upstream_login: tuple[str, str] | None = None, tags_page: int = 100):
         self.upstream = upstream
+        # Tag lists come in pages of at most this many (``?n=`` asks for fewer), the next
+        # one named in a ``Link: <...?last=TAG&n=N>; rel="next"`` header, as Docker Hub,
+        # GHCR and Distribution answer.
+        self.tags_page = tags_page
         # The upstream registry's own login (the lab's registries want one), sent on every
         # forwarded request in place of the client's token.
         self.upstream_authorization = ("Basic " + base64.b64encode(
@@ -401,8 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
         hub, method = self.hub, self.command
         with hub.lock:
             if kind == "tags" and rest == "list" and method == "GET":
-                tags = sorted(t for (n, t) in hub.tags if n == name)
-                self._json(200, {"name": name, "tags": tags})
+                self._tags(name, query)
             elif kind == "manifests":
                 self._manifest(name, rest, body)
             elif kind == "blobs" and rest.startswith("uploads/"):
@@ -420,6 +423,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(202)
             else:
                 self._error(405, "UNSUPPORTED", f"{method} {self.path}")
+
+    def _tags(self, name: str, query: dict) -> None:
+        hub = self.hub
+        tags = sorted(t for (n, t) in hub.tags if n == name)
+        if not tags:
+            self._error(404, "NAME_UNKNOWN", f"repository name not known: {name}")
+            return
+        size = min(int(query.get("n", [hub.tags_page])[0]), hub.tags_page)
+        last = query.get("last", [""])[0]
+        page = [t for t in tags if t > last][:size]
+        more = page and page[-1] != tags[-1]
+        self._json(200, {"name": name, "tags": page}, {"Link": (
+            f'</v2/{name}/tags/list?last={page[-1]}&n={size}>; rel="next"')} if more else {})
 
     def _manifest(self, name: str, reference: str, body: bytes) -> None:
         hub, method = self.hub, self.command

@@ -38,7 +38,9 @@ class FaultyProxy:
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> FaultyProxy:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # A short poll interval: shutdown() waits for it, once per test.
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                         daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -61,6 +63,7 @@ class FaultyProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else each small answer waits for a delayed ACK
 
             def log_message(self, *args) -> None:
                 pass

@@ -11,4 +11,14 @@ setting from their runs' environment, so the default, ``registry``, applies).
 
 import os
 
+import pytest
+
+from tests.integration.apps_run import run_apps
+
 os.environ.setdefault("PIPELINE_BUILD_CACHE", "off")
+
+
+@pytest.fixture(scope="session")
+def apps_run(tmp_path_factory):
+    """The pipeline run shared by the app, catalogue and cluster tests (apps_run.py)."""
+    return run_apps(tmp_path_factory.mktemp("apps"))

@@ -1,38 +1,17 @@
 """Images that prove they work, for real: workloads, the hybrid MPI model, definition-file
-recipes and the CUDA smoke test, in one run of the pipeline (``main`` mode, amd64).
+recipes and the CUDA smoke test, read from the one pipeline run the app, catalogue and
+cluster tests share (``tests/integration/apps_run.py``: what it holds and why).
 
-One run, because SIF conversion is most of each job's time and these share their base
-cells: a Debian 12 catalogue with
-
-* base cells with MPICH 4.0 and Open MPI 4.1.  The lab's cluster node (``lab up``: the
-  Apptainer image plus Debian 13's Open MPI 5 and sid's MPICH) runs its ``mpirun``
-  launching ``apptainer exec`` ranks: its MPICH launches the container's MPICH 4.0; its Open
-  MPI (another major version) cannot launch Open MPI 4.1, and says so;
-* ``lammps-broken``: the real LAMMPS recipe plus one step, MPICH installed and made the
-  ``mpirun`` alternative (as a careless recipe might): the Open MPI ``lmp`` then starts as
-  two separate 1-rank runs, and the real ``test.sh`` (the melt on 2 ranks) must fail.  The
-  real recipe passing with its workload line is what ``nox -s pipeline`` shows (its default
-  selection is the LAMMPS image, both arches); it costs one more big conversion here;
-* ``pi-mpi``: the shipped definition-file example (two stages, ``%files from build``, the
-  runtime stage without compilers), its ``From:`` renamed to this catalogue's base: built
-  by Apptainer FROM the staged base by digest, tested, published as SIFs only;
-* two ``kind: gpu`` images.  CUDA's toolkit is about 3 GB, too much for the suite, so their
-  ``nvcc`` is a shell script standing in for it: one "compiles" (it writes a program that
-  prints what the real kernel prints), the other fails as nvcc does on bad code.  That shows
-  what the pipeline does with a gpu image on a machine without a GPU: it compiles with the
-  image's ``nvcc``, does not run the program, passes saying so, and fails the job when nvcc
-  fails.  Both are on a bare Debian 12 image, quick to convert.
-
-Repositories are new on every run (nothing is "already published"); the builds themselves
-come from the engine's layer cache after the first time.
+The lab's cluster node (``lab up``: the Apptainer image plus Debian 13's Open MPI 5 and
+sid's MPICH) runs its ``mpirun`` launching ``apptainer exec`` ranks: its MPICH launches the
+container's MPICH 4.0; its Open MPI (another major version) cannot launch Open MPI 4.1, and
+says so.  A gpu image on a machine without a GPU is compiled with its ``nvcc``, not run,
+passes saying so, and fails when nvcc fails.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
@@ -41,134 +20,12 @@ from pipeline.tools.apptainer import find
 from pipeline.tools.digests import sha256_file
 from pipeline.tools.docker_engine import find_build_client
 from pipeline.tools.oci_artifacts import SIF_LAYER
-from tests.catalogues import init_repo, write
-from tests.integration.lab import REPO, bring_up, run_pipeline, trusted
-
-IMAGES = """\
-images:
-  - name: base
-    kind: base
-    recipe: images/base/debian
-    axes: {os: [debian12], mpi: [mpich-4.0, ompi-4.1], arch: [amd64]}
-  - name: lammps-broken
-    kind: app
-    recipe: images/app/lammps-broken
-    base: base
-    axes: {os: [debian12], arch: [amd64]}
-    include: [{mpi: ompi-4.1, version: "2022"}]
-    tag: "lammps-broken-{version}"
-  - name: pi-mpi
-    kind: app
-    recipe: images/app/pi-mpi
-    axes: {os: [debian12], arch: [amd64]}
-    include: [{mpi: ompi-4.1, version: "1.0"}]
-    tag: "pi-mpi-{version}"
-  # The gpu images on the bare OS (no compilers, no MPI): small SIFs, quick to convert.
-  - name: plain
-    kind: base
-    recipe: images/base/plain
-    axes: {os: [debian12], mpi: [none], arch: [amd64]}
-    tag: "plain"
-  - name: cuda-fake
-    kind: gpu
-    recipe: images/gpu/fake-nvcc
-    base: plain
-    axes: {os: [debian12], mpi: [none], arch: [amd64]}
-    tag: "cuda-fake"
-  - name: cuda-broken
-    kind: gpu
-    recipe: images/gpu/broken-nvcc
-    base: plain
-    axes: {os: [debian12], mpi: [none], arch: [amd64]}
-    tag: "cuda-broken"
-"""
-
-
-def catalogue(base: str, app: str) -> str:
-    return f"""\
-repositories: {{base: {base}, gpu: {base}, app: {app}}}
-targets: {{local: {{registry: "127.0.0.1:5000"}}}}
-axes:
-  os:
-    default: debian12
-    values:
-      debian12:
-        bootstrap: {{suite: bookworm, mirror: "http://deb.debian.org/debian"}}
-        defaults: {{gcc: "12"}}
-  gcc: {{values: ["12"]}}
-  mpi:
-    default: none
-    prefix: ""
-    values:
-      none: {{tag: "", family: none, version: ""}}
-      ompi-4.1: {{family: openmpi, version: "4.1"}}
-      mpich-4.0: {{family: mpich, version: "4.0"}}
-  arch: {{default: amd64, values: [amd64]}}
-""" + IMAGES
-
-
-# The real LAMMPS recipe plus one step: MPICH beside the base's Open MPI, and its launcher
-# made `mpirun`.  lmp stays linked against Open MPI.
-BREAK_MPI = """
-# Broken on purpose (tests/integration/test_app_images.py): another MPI's mpirun.
-RUN set -eux; apt-get update; apt-get install -y --no-install-recommends mpich; \\
-    update-alternatives --set mpirun /usr/bin/mpirun.mpich; rm -rf /var/lib/apt/lists/*
-"""
-
-# A stand-in for nvcc: checks it was given a CUDA source and -o, then writes a program that
-# prints what the smoke program's kernel computes on a GPU.
-FAKE_NVCC = textwrap.dedent("""\
-    #!/bin/sh
-    set -eu
-    out=""; src=""
-    while [ $# -gt 0 ]; do
-      case "$1" in -o) out=$2; shift ;; *.cu) src=$1 ;; esac
-      shift
-    done
-    grep -q "__global__" "$src"
-    printf '#!/bin/sh\\necho "cuda result 1 4 9 16"\\n' > "$out"
-    chmod +x "$out"
-    """)
-BROKEN_NVCC = ("#!/bin/sh\necho 'square.cu(3): error: identifier \"cudaMalloc\" is undefined' "
-               ">&2\nexit 2\n")
-FILES = {
-    "images/gpu/fake-nvcc/Dockerfile": (
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY nvcc /usr/local/bin/nvcc\n"),
-    "images/gpu/fake-nvcc/nvcc": FAKE_NVCC,
-    "images/gpu/broken-nvcc/Dockerfile": (
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY nvcc /usr/local/bin/nvcc\n"),
-    "images/gpu/broken-nvcc/nvcc": BROKEN_NVCC,
-    "images/base/plain/Dockerfile": "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n",
-}
+from tests.integration.lab import trusted
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory):
-    settings = bring_up()
-    node = json.loads((settings.lab_dir / "node-image.json").read_text())
-    root = tmp_path_factory.mktemp("apps")
-    space = f"factorytest-{uuid.uuid4().hex[:8]}"
-    base, app = f"{space}/base", f"{space}/app"
-    for recipe in ("images/base/debian", "images/app/pi-mpi"):
-        shutil.copytree(REPO / recipe, root / recipe)
-    shutil.copytree(REPO / "images/app/lammps", root / "images/app/lammps-broken")
-    dockerfile = root / "images/app/lammps-broken/Dockerfile"
-    dockerfile.write_text(dockerfile.read_text() + BREAK_MPI)
-    recipe = root / "images/app/pi-mpi/recipe.def"
-    recipe.write_text(recipe.read_text().replace("sjtuhpc/hpc-base-container:", f"{base}:"))
-    matrix = write(root, catalogue(base, app), FILES)
-    for folder in ("fake-nvcc", "broken-nvcc"):
-        (root / "images/gpu" / folder / "nvcc").chmod(0o755)
-    (root / ".gitignore").write_text("out/\n")
-    init_repo(root)
-    code, jobs = run_pipeline(matrix, root / "out", "--mode", "main", "-j", "2")
-    summary = json.loads((root / "out/summary.json").read_text())
-    ids = {"mpich": f"{base}:mpich-4.0@amd64", "ompi": f"{base}:ompi-4.1@amd64",
-           "plain": f"{base}:plain@amd64", "fake": f"{base}:cuda-fake@amd64",
-           "broken-nvcc": f"{base}:cuda-broken@amd64",
-           "lammps": f"{app}:lammps-broken-2022@amd64", "pi": f"{app}:pi-mpi-1.0@amd64"}
-    return {"code": code, "jobs": {k: jobs[v] for k, v in ids.items()}, "summary": summary,
-            "node": node, "app": app, "settings": settings}
+def ran(apps_run):
+    return apps_run
 
 
 def results_of(job: dict) -> dict:
@@ -180,7 +37,8 @@ def test_every_job_has_the_result_it_should(ran):
     assert ran["code"] == 1  # the two broken images
     assert {k: j["result"] for k, j in jobs.items()} == {
         "mpich": "passed", "ompi": "passed", "plain": "passed", "fake": "passed",
-        "broken-nvcc": "failed", "lammps": "failed", "pi": "passed"}, \
+        "broken-nvcc": "failed", "lammps": "failed", "pi": "passed",
+        "lammps-real": "passed"}, \
         {k: j["reason"] for k, j in jobs.items()}
 
 
@@ -218,6 +76,14 @@ def test_no_cell_says_the_host_has_no_apptainer(ran):
 
 
 # -- workloads ----------------------------------------------------------------------------
+
+def test_lammps_runs_the_melt_on_two_ranks_and_reports_its_energy(ran):
+    test = results_of(ran["jobs"]["lammps-real"])["%test"]
+    assert test["result"] == "passed", test["reason"]
+    # "workload: lammps melt: 2 ranks, 250 steps, energy -2.2812174 (ref -2.281 +- 0.01), 3 s"
+    assert test["reason"].startswith("workload: lammps melt: 2 ranks, 250 steps, energy -2.28")
+    assert "(ref -2.281 +- 0.01)" in test["reason"]
+
 
 def test_another_mpis_mpirun_fails_the_lammps_workload_naming_the_proc_count(ran):
     job = ran["jobs"]["lammps"]

@@ -200,8 +200,9 @@ def test_each_cell_built_converted_and_tested_its_one_job(pipeline):
 def test_publish_published_both_tags_as_lists_of_what_the_cells_built(pipeline):
     data = summary(pipeline, "publish")
     assert data["run"]["exit_code"] == 0, data["run"]
+    catalog = pipeline["base"].split("/")[0] + "/catalog"  # refreshed after the tags
     assert {p["repository"]: p["result"] for p in data["publications"]} == {
-        pipeline["base"]: "published", pipeline["app"]: "published"}
+        pipeline["base"]: "published", pipeline["app"]: "published", catalog: "published"}
     built, tested_sifs = {}, {}
     for name in cells(pipeline["child"]):
         [job] = summary(pipeline, name)["jobs"]

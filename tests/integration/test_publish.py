@@ -140,9 +140,12 @@ def test_the_tag_is_one_list_of_both_arches_with_the_built_digests(published):
         assert by_arch[arch]["digest"] == job["image_digest"]
         assert (by_arch[arch]["annotations"]["org.sjtuhpc.factory.build-id"]
                 == job["stages"]["build"]["build_id"])
-    [publication] = published["summary"]["publications"]
+    publication, catalog = published["summary"]["publications"]
     assert publication["result"] == "published"
     assert publication["index"].endswith("@" + publication["index"].rsplit("@", 1)[1])
+    # After the tag, the catalogue, refreshed from the target and pushed to it.
+    assert (catalog["repository"], catalog["tag"], catalog["result"]) == (
+        published["repo"].split("/")[0] + "/catalog", "latest", "published")
 
 
 def test_docker_pull_gets_each_arch(published):
@@ -156,7 +159,7 @@ def test_docker_pull_gets_each_arch(published):
 
 
 def test_the_immutable_tag_names_the_same_list(published):
-    [publication] = published["summary"]["publications"]
+    publication = published["summary"]["publications"][0]
     immutable, moving = publication["tags"]
     assert immutable.startswith("plain-") and moving == "plain"
     reg = trusted()

@@ -43,8 +43,8 @@ def test_key_given_twice(tmp_path, capsys):
      ("unknown key 'colour' in the top level; allowed keys: axes, ci, constraints, default_target, "
       "images, repositories, targets")),
     ("    recipe: images/app\n", "    recipe: images/app\n    recipes: x\n", "recipes:",
-     ("unknown key 'recipes' in images[1]; allowed keys: axes, base, description, exclude, "
-      "include, inputs, kind, name, recipe, repository, tag, upstream")),
+     ("unknown key 'recipes' in images[1]; allowed keys: axes, base, commands, description, "
+      "exclude, include, inputs, kind, name, recipe, repository, tag, upstream")),
     ('reason: deb12 offers gcc 8, 11 and 12', 'reason: deb12\n    because: x', "because:",
      "unknown key 'because' in constraints[0]; allowed keys: if, reason, then"),
 ])

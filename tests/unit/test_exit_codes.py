@@ -28,6 +28,8 @@ from pipeline.errors import (
     EXIT_JOB_FAILED,
     EXIT_PASSED,
 )
+from pipeline.published.artifact import Pushed
+from pipeline.published.site import Site
 from pipeline.run import publishing, scheduler
 from pipeline.stages import build as build_stage
 from pipeline.stages import convert as convert_stage
@@ -55,7 +57,7 @@ def fake_built(job, needs, ctx, log, *, reuse_only=False):
         tagged=f"127.0.0.1:5000/{repository}:x-{job.arch}",
         reference=f"127.0.0.1:5000/{repository}@{digest}", digest=digest,
         build_id="b" * 64, cached=False, sif_only=False, staging_repository=repository,
-        to_json=lambda: {"digest": digest})
+        base_name="", base_digest="", to_json=lambda: {"digest": digest})
 
 
 def fake_converted(job, built, ctx, log):
@@ -71,6 +73,13 @@ def fake_publish(repository, tag, states, ctx, log):
     log(f"publishing {repository}:{tag}")
     return {"result": "published", "index": f"target.test/{repository}:{tag}@sha256:0",
             "tags": [tag]}
+
+
+def fake_site(registry, scope, out, *, push, log):
+    """The catalogue refreshed after publishing (tests/unit/test_catalog_run.py reads it)."""
+    where = f"{registry.host}/{scope.catalog_repository}"
+    return Site({}, (), Pushed(f"{where}:latest", f"{where}:sha256-0123456789ab",
+                               "sha256:" + "c" * 64, True))
 
 
 @pytest.fixture
@@ -95,6 +104,8 @@ def lab(tmp_path, monkeypatch):
     monkeypatch.setattr(convert_stage, "convert", fake_converted)
     monkeypatch.setattr(test_stage, "run_tests", fake_tests)
     monkeypatch.setattr(publishing, "publish_tag", fake_publish)
+    monkeypatch.setattr(publishing, "make_site", fake_site)
+    monkeypatch.setattr(Registry, "digest", lambda self, repository, reference: None)
     # main mode without asking any upstream or registry: the plan as pr mode makes it.
     real = cli.planned_for
 

@@ -1,6 +1,6 @@
 """The package's layers: imports go down, never up and never in a circle.
 
-    cli -> run / ci -> stages / lab -> planning -> tools -> catalogue
+    cli -> cluster / run / ci -> stages / lab / published -> planning -> tools -> catalogue
         -> (errors, settings, names, console)
 
 (``ci`` writes the plan as CI data: it uses the planner, never runs a stage.)
@@ -16,7 +16,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 RANKS = {"pipeline": 0, "pipeline.catalogue": 1, "pipeline.tools": 2, "pipeline.planning": 3,
          "pipeline.stages": 4, "pipeline.lab": 4, "pipeline.run": 5, "pipeline.ci": 5,
-         "pipeline.forge": 5,
+         "pipeline.forge": 5, "pipeline.published": 4, "pipeline.cluster": 5,
          "pipeline.cli": 6, "pipeline.__main__": 7}
 
 

@@ -223,18 +223,32 @@ class Registry:
         return self.call(attempt)
 
     def tags(self, repository: str) -> list[str]:
-        """The repository's tags (empty when it does not exist)."""
-        def attempt():
-            response = self._send("GET", f"/v2/{repository}/tags/list", repository)
-            if response.status_code == HTTPStatus.NOT_FOUND:
-                return []
-            self._expect(response, (HTTPStatus.OK,), f"GET tags of {repository}")
-            try:
-                return list(response.json().get("tags") or [])
-            except ValueError:
-                raise RegistryError(f"registry {self.host}: the tag list of {repository} is "
-                                    "not JSON") from None
-        return self.call(attempt)
+        """The repository's tags (empty when it does not exist), every page of them.
+
+        Registries answer in pages (Docker Hub, GHCR, and Distribution when asked with
+        ``?n=``) and name the next one in a ``Link: <URL>; rel="next"`` header, which is
+        followed; each page is retried on its own."""
+        found: list[str] = []
+        url: str | None = f"/v2/{repository}/tags/list"
+        seen = set()
+        while url and url not in seen:  # a registry that links a page to itself ends here
+            seen.add(url)
+            page, url = self.call(lambda url=url: self._tags_page(repository, url))
+            found += page
+        return found
+
+    def _tags_page(self, repository: str, url: str) -> tuple[list[str], str | None]:
+        """One page of tags and the URL of the next (None: the last page)."""
+        response = self._send("GET", url, repository)
+        if response.status_code == HTTPStatus.NOT_FOUND:
+            return [], None
+        self._expect(response, (HTTPStatus.OK,), f"GET tags of {repository}")
+        try:
+            tags = list(response.json().get("tags") or [])
+        except (ValueError, AttributeError):
+            raise RegistryError(f"registry {self.host}: the tag list of {repository} is "
+                                "not JSON") from None
+        return tags, response.links.get("next", {}).get("url")
 
     def put_manifest(self, repository: str, reference: str, body: bytes,
                      media_type: str) -> str:
