@@ -61,6 +61,7 @@ from pipeline.published import command as catalog_command
 from pipeline.run import from_staging, scheduler
 from pipeline.run.failures import ERROR_LOG, broke, classify, first_line, known
 from pipeline.run.outcomes import jobs_exit_code
+from pipeline.run.publishing import publications_exit_code
 from pipeline.run.signals import Interruption
 from pipeline.run.summary import Report, job_url
 from pipeline.settings import Settings
@@ -166,6 +167,7 @@ def _execute(args: argparse.Namespace, masker: Masker, interruption: Interruptio
                             console, {image.name: image.description
                                       for image in planned.catalogue.images},
                             mode=args.mode, target=target, declared=planned.declared,
+                            catalogue=planned.catalogue,
                             published_ids=planned.published_ids, secrets=secrets,
                             masker=masker, interruption=interruption, taken=taken,
                             only=getattr(args, "only", None),
@@ -201,7 +203,9 @@ def _report(run, failure, settings: Settings, console, masker: Masker,
     outcomes = run.finish(reason or "not run") if run is not None else []
     taken = [o for o in outcomes if run is not None and o.job.id in run.taken]
     outcomes = [o for o in outcomes if o not in taken]
-    code = failure.exit_code if failure else jobs_exit_code(outcomes)
+    # A failed publication (a tag's fails its jobs too; the catalogue's only itself) is 1.
+    code = failure.exit_code if failure else max(
+        jobs_exit_code(outcomes), publications_exit_code(run.publications if run else []))
     status = failure.status if failure else ("passed" if code == 0 else "failed")
     info = {"id": run.run_id if run else None, "command": command, "status": status,
             "exit_code": code,

@@ -96,7 +96,7 @@ class Publisher:
     @property
     def _matrix(self):
         """``Run.catalogue`` (matrix.yaml as read), when the command line gave the run one."""
-        return getattr(self.run, "catalogue", None)
+        return self.run.catalogue
 
     def _scope(self) -> Scope:
         """What the catalogue covers: matrix.yaml's repositories (else those of the plan's

@@ -40,7 +40,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from pipeline.catalogue.model import Target
+from pipeline.catalogue.model import Catalogue, Target
 from pipeline.errors import FactoryError, InfrastructureUnreachable, Interrupted
 from pipeline.names import file_name, sif_name
 from pipeline.planning.jobs import Job
@@ -113,6 +113,8 @@ class Run:
     descriptions: dict = field(default_factory=dict)
     mode: str = "pr"
     target: Target | None = None
+    # matrix.yaml as read: what publishing records of each image (its commands)
+    catalogue: Catalogue | None = None
     declared: list = field(default_factory=list)  # every job of the plan, selected or not
     published_ids: dict = field(default_factory=dict)  # job id -> effective build_id
     # ``run --only``: the needs of the one job, taken from staging (never built here)

@@ -80,7 +80,7 @@ def test_a_catalogue_that_cannot_be_pushed_fails_the_run_plainly(lab, seen, monk
                             "HTTP 400: MANIFEST_INVALID")
 
     monkeypatch.setattr(publishing, "make_site", refused)
-    run(lab, "--mode", "main")
+    assert run(lab, "--mode", "main") == EXIT_JOB_FAILED
     data = summary(lab)
     [catalog] = [p for p in data["publications"] if p["repository"] == "t/catalog"]
     assert catalog["result"] == "failed"
