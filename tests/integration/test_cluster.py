@@ -42,8 +42,10 @@ def site(apps_run):
 
 
 def published_tags(run: dict) -> set[str]:
+    """The image tags the run published (the catalogue's own publication is not one)."""
+    catalog = run["base"].split("/")[0] + "/catalog"
     return {f"{p['repository']}:{p['tag']}" for p in run["summary"]["publications"]
-            if p["result"] == "published"}
+            if p["result"] == "published" and p["repository"] != catalog}
 
 
 def test_the_run_refreshed_the_catalogue_with_exactly_the_published_tags(apps_run):
