@@ -38,11 +38,11 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.cluster import source
 from pipeline.cluster.layout import CATALOG, CONTAINERS, KEYS, sif_path
-from pipeline.cluster.mirror import HERE, IMPORTED, Row, in_place, record_digest
+from pipeline.cluster.mirror import HERE, IMPORTED, Row, in_place
 from pipeline.cluster.signatures import Verifier
 from pipeline.errors import InputError, Problem
 from pipeline.published.catalog import CHECKSUM, catalog_bytes
-from pipeline.tools.digests import sha256_bytes
+from pipeline.tools.digests import remember_sha256, sha256_bytes
 from pipeline.tools.registry.client import CHUNK
 
 SUMS = "SHA256SUMS"
@@ -255,7 +255,7 @@ def _place(image: dict, arch: str, sif: dict, staging: Path, dest: Path) -> Row:
     if not in_place(final, sif):
         final.parent.mkdir(parents=True, exist_ok=True)
         sif_path(staging, image, arch).replace(final)
-        record_digest(final, sif["blob"])
+        remember_sha256(final, sif["blob"])
         result = IMPORTED
     return Row(image["repository"], image["tag"], arch, result, final)
 

@@ -35,7 +35,7 @@ from pipeline.cluster.selection import Wanted
 from pipeline.cluster.signatures import Verifier
 from pipeline.cluster.transfer import TooBig, fetch
 from pipeline.errors import EXIT_INFRASTRUCTURE, EXIT_JOB_FAILED, EXIT_PASSED
-from pipeline.tools.digests import cached_sha256_file
+from pipeline.tools.digests import cached_sha256_file, remember_sha256
 from pipeline.tools.oci_artifacts import SIF_LAYER
 from pipeline.tools.registry.client import Registry, RegistryAuthError, RegistryError
 
@@ -158,12 +158,6 @@ def in_place(final: Path, sif: dict, say=lambda line: None) -> bool:
     return False
 
 
-def record_digest(path: Path, digest: str) -> None:
-    """The stamp ``cached_sha256_file`` reads (``<path>.digest``), for a file whose digest
-    was computed as it was written, so that the next run need not read it again."""
-    path.with_name(path.name + ".digest").write_text(digest)
-
-
 def _download(item: Wanted, final: Path, registry: Registry, signing: dict | None,
               mirror: Mirror) -> Row:
     sif = item.sif
@@ -192,7 +186,7 @@ def _download(item: Wanted, final: Path, registry: Registry, signing: dict | Non
     if note:
         mirror.say(f"{label}: {note}")
     os.replace(part, final)
-    record_digest(final, sif["blob"])
+    remember_sha256(final, sif["blob"])
     if fetched.resumed_from:
         note = "; ".join(filter(None, [f"resumed at {fetched.resumed_from / MB:.0f} MB", note]))
     return Row.of(item, DOWNLOADED, final, note)

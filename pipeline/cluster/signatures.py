@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline.settings import Settings
 from pipeline.tools.apptainer import Apptainer, ApptainerMissing, find
 from pipeline.tools.docker_engine import DockerUnavailable, find_build_client
-from pipeline.tools.sylabs_library import _last_error, _Runner
+from pipeline.tools.sylabs_library import ConfigRunner, last_error
 
 
 class Verifier:
@@ -49,14 +49,14 @@ class Verifier:
             config = Path(folder)
             key = config / "factory.asc"
             key.write_text(signing["public_key"])
-            runner = _Runner(self.runtime(), config, [sif.parent.resolve(), config],
+            runner = ConfigRunner(self.runtime(), config, [sif.parent.resolve(), config],
                              self.log, [])
             code, lines = runner.run(["key", "import", str(key)])
             if code:
                 return (f"the catalogue's public key {fingerprint} cannot be imported: "
-                        f"{_last_error(lines)}")
+                        f"{last_error(lines)}")
             code, lines = runner.run(["verify", "--local", str(sif.resolve())])
         if code:
             return (f"its signature does not verify with the factory's key {fingerprint}: "
-                    f"{_last_error(lines)}")
+                    f"{last_error(lines)}")
         return None

@@ -57,7 +57,7 @@ def fetch(registry: Registry, repository: str, digest: str, size: int, part: Pat
             offset = 0
         if offset == size and size > 0:
             return Fetched("sha256:" + _hasher(part, offset).hexdigest(), offset, received)
-        response = _get(registry, repository, digest, offset)
+        response = registry.open_blob(repository, digest, offset)
         with response:
             start = _start(response, offset, part, repository, digest)
             hasher = _hasher(part, start)
@@ -85,16 +85,6 @@ def fetch(registry: Registry, repository: str, digest: str, size: int, part: Pat
         return Fetched("sha256:" + hasher.hexdigest(), start, received)
 
     return registry.call(attempt)
-
-
-def _get(registry: Registry, repository: str, digest: str, offset: int) -> requests.Response:
-    """A streamed GET of the blob from ``offset``; 429/5xx raise Transient.
-
-    The client has no ranged download of its own; its ``_send`` gives this one the same
-    auth and failure handling as every other request."""
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    return registry._send("GET", f"/v2/{repository}/blobs/{digest}", repository,
-                          headers=headers, stream=True)
 
 
 def _start(response: requests.Response, offset: int, part: Path, repository: str,

@@ -24,9 +24,19 @@ def sha256_file(path: Path) -> str:
 
 def cached_sha256_file(path: Path) -> str:
     """``sha256_file`` remembered in ``<path>.digest`` while the file is not newer than it."""
-    stamp = path.parent / (path.name + ".digest")
+    stamp = _stamp(path)
     if stamp.exists() and stamp.stat().st_mtime >= path.stat().st_mtime:
         return stamp.read_text().strip()
     digest = sha256_file(path)
-    stamp.write_text(digest)
+    remember_sha256(path, digest)
     return digest
+
+
+def remember_sha256(path: Path, digest: str) -> None:
+    """Record ``digest`` for ``path`` (computed while writing it) as ``cached_sha256_file``
+    would, so that the next read need not hash the file again."""
+    _stamp(path).write_text(digest)
+
+
+def _stamp(path: Path) -> Path:
+    return path.parent / (path.name + ".digest")

@@ -73,7 +73,7 @@ def push(apptainer: Apptainer, sif: Path, reference: str, endpoint: str, token: 
     with ExitStack() as stack:
         config = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="library-push-")))
         _write_remote(config / "remote.yaml", endpoint, token)
-        runner = _Runner(apptainer, config, [sif.parent, config], log, secrets)
+        runner = ConfigRunner(apptainer, config, [sif.parent, config], log, secrets)
         pushed = sif
         if signing is not None:
             # Beside the SIF (so on its disk, and bound already), not in the small /tmp.
@@ -100,9 +100,10 @@ def _write_remote(path: Path, endpoint: str, token: str) -> None:
 
 
 @dataclass(frozen=True)
-class _Runner:
-    """Runs ``apptainer`` for one push: its throwaway config folder (``APPTAINER_CONFIGDIR``),
-    the folders it sees, where its output is logged and the secrets masked in that output."""
+class ConfigRunner:
+    """Runs ``apptainer`` with a throwaway config folder (``APPTAINER_CONFIGDIR``: a library
+    push here, a signature check in ``pipeline.cluster``), the folders it sees, where its
+    output is logged and the secrets masked in that output."""
 
     apptainer: Apptainer
     config: Path
@@ -138,7 +139,7 @@ class _Runner:
         return child.returncode, lines
 
 
-def _sign(runner: _Runner, sif: Path, copy: Path, signing: Signing) -> None:
+def _sign(runner: ConfigRunner, sif: Path, copy: Path, signing: Signing) -> None:
     """Import the key into the throwaway keyring; sign ``copy`` (a copy of ``sif``) with it."""
     key = signing.key
     # The key's own folder is not bound; a 0600 copy sits with the token instead.
@@ -154,16 +155,16 @@ def _sign(runner: _Runner, sif: Path, copy: Path, signing: Signing) -> None:
     if code:
         raise LibraryPushFailed(
             f"cannot import the signing key {key} (PIPELINE_SIGNING_KEY, an OpenPGP private "
-            f"key; is PIPELINE_SIGNING_PASSPHRASE right?): {_last_error(lines)}")
+            f"key; is PIPELINE_SIGNING_PASSPHRASE right?): {last_error(lines)}")
     shutil.copyfile(sif, copy)
     code, lines = runner.run(["sign", "--keyidx", "0", str(copy)], stdin=answer)
     if code:
         raise LibraryPushFailed(f"apptainer sign failed for {sif.name} with {key} "
-                                f"(PIPELINE_SIGNING_KEY): {_last_error(lines)}")
+                                f"(PIPELINE_SIGNING_KEY): {last_error(lines)}")
 
 
 def _why(lines: list[str], reference: str, endpoint: str) -> str:
-    error = _last_error(lines)
+    error = last_error(lines)
     if REFUSED.search("\n".join(lines)):
         return (f"the library at {endpoint} refused the token when pushing "
                 f"library://{reference}: {error}; check PIPELINE_LIBRARY_TOKEN (and that "
@@ -171,7 +172,7 @@ def _why(lines: list[str], reference: str, endpoint: str) -> str:
     return f"apptainer push to library://{reference} at {endpoint} failed: {error}"
 
 
-def _last_error(lines: list[str]) -> str:
+def last_error(lines: list[str]) -> str:
     """Apptainer's last FATAL or ERROR message, without its prefix, else its last line."""
     errors = [line for line in lines if re.match(r"\s*(FATAL|ERROR):", line)]
     last = (errors or [line for line in lines if line.strip()] or ["no output"])[-1]

@@ -47,7 +47,7 @@ def make_key(apptainer, folder: Path, name: str) -> tuple[Path, str]:
                       "-b", "2048"], [folder])
     config = folder / f"{name}-config"
     config.mkdir()
-    runner = library._Runner(apptainer, config, [folder], print, [PASSPHRASE])
+    runner = library.ConfigRunner(apptainer, config, [folder], print, [PASSPHRASE])
     code, lines = runner.run(["key", "import", str(folder / name / "pgp-secret")],
                              stdin=PASSPHRASE + "\n")
     assert code == 0, lines
@@ -72,7 +72,7 @@ def published(lab, tmp_path_factory):
     config.mkdir()
     signed = root / "signed" / "tiny.sif"
     signed.parent.mkdir()
-    library._sign(library._Runner(apptainer, config, [root], print, [PASSPHRASE]), tiny,
+    library._sign(library.ConfigRunner(apptainer, config, [root], print, [PASSPHRASE]), tiny,
                   signed, library.Signing(secret, PASSPHRASE))
     registry = trusted()
     repository = f"factorytest/cluster-{uuid.uuid4().hex[:8]}"

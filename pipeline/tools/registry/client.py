@@ -314,11 +314,17 @@ class Registry:
                 self.upload_blob(repository, digest, Path(handle.name))
         return digest
 
+    def open_blob(self, repository: str, digest: str, offset: int = 0) -> requests.Response:
+        """A streamed GET of a blob from byte ``offset`` (``Range: bytes=N-``; a registry
+        may answer 200 with the whole blob).  One try: run it inside ``call``."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        return self._send("GET", f"/v2/{repository}/blobs/{digest}", repository,
+                          headers=headers, stream=True)
+
     def download_blob(self, repository: str, digest: str, target: Path) -> None:
         """Download into ``target``, checking the digest (a retry starts over)."""
         def attempt():
-            response = self._send("GET", f"/v2/{repository}/blobs/{digest}", repository,
-                                  stream=True)
+            response = self.open_blob(repository, digest)
             self._expect(response, (HTTPStatus.OK,), f"GET blob {digest} of {repository}")
             hasher = hashlib.sha256()
             try:
